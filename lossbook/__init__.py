@@ -1,0 +1,35 @@
+"""lossbook: classification losses, tested, with an executable book that reproduces their papers.
+
+    import lossbook
+    lossbook.list_losses()                      # every registered loss
+    loss = lossbook.get_loss("comp_sum", tau=0.5)
+    import lossbook.functional as LF            # the functional forms
+"""
+
+from . import functional
+from .registry import FAMILIES, LossInfo, get_loss, list_losses, loss_info, loss_table, register_loss
+from .softmax import (
+    CompSumLoss,
+    CrossEntropyLoss,
+    GeneralizedCrossEntropyLoss,
+    MeanAbsoluteErrorLoss,
+    SumExponentialLoss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "functional",
+    "FAMILIES",
+    "LossInfo",
+    "register_loss",
+    "list_losses",
+    "get_loss",
+    "loss_info",
+    "loss_table",
+    "CrossEntropyLoss",
+    "CompSumLoss",
+    "SumExponentialLoss",
+    "GeneralizedCrossEntropyLoss",
+    "MeanAbsoluteErrorLoss",
+]

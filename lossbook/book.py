@@ -1,0 +1,126 @@
+"""Run the book's chapters with papermill and gather their claims tables.
+
+Chapters are the notebooks ``notebooks/NN_*.ipynb``; the report card (``notebooks/report_card.ipynb``)
+runs after them and reads the claims that each chapter published (see
+:func:`lossbook.experiments.claims_table`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .experiments import CLAIMS_MIME
+
+__all__ = ["SCALES", "repo_root", "chapters", "resolve_chapters", "run_chapter", "ChapterError",
+           "collect_claims", "clean_metadata"]
+
+SCALES = ("smoke", "book", "paper")
+REPORT_CARD = "report_card.ipynb"
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The folder holding ``_toc.yml`` (the book's root), searched upwards from ``start`` or cwd."""
+    here = (start or Path.cwd()).resolve()
+    for p in (here, *here.parents):
+        if (p / "_toc.yml").exists() and (p / "notebooks").is_dir():
+            return p
+    pkg = Path(__file__).resolve().parent.parent
+    if (pkg / "_toc.yml").exists():
+        return pkg
+    raise FileNotFoundError(
+        "lossbook: no book found (a folder with _toc.yml and notebooks/); run from the repository."
+    )
+
+
+def chapters(root: Path | None = None) -> list[Path]:
+    """The chapter notebooks in order, then the report card."""
+    nb = repo_root(root) / "notebooks"
+    found = sorted(p for p in nb.glob("[0-9][0-9]_*.ipynb"))
+    card = nb / REPORT_CARD
+    return found + ([card] if card.exists() else [])
+
+
+def resolve_chapters(names: list[str], root: Path | None = None) -> list[Path]:
+    """Map ``["01", "01_cross_entropy", "notebooks/01_cross_entropy.ipynb", "report_card"]`` to paths."""
+    every = chapters(root)
+    if not names:
+        return every
+    out = []
+    for name in names:
+        stem = Path(name).stem
+        hits = [p for p in every if p.stem == stem or p.stem.startswith(stem + "_")]
+        if len(hits) != 1:
+            raise ValueError(
+                f"lossbook: no single chapter matches {name!r}; chapters are "
+                f"{', '.join(p.stem for p in every)}."
+            )
+        out.append(hits[0])
+    return out
+
+
+class ChapterError(RuntimeError):
+    """A chapter failed; the message names the chapter, the cell and the exception."""
+
+
+@dataclass
+class RunResult:
+    chapter: str
+    output: Path
+    seconds: float
+
+
+def clean_metadata(path: Path) -> None:
+    """Drop per-cell timings that papermill writes, so committed notebooks diff cleanly."""
+    nb = json.loads(path.read_text())
+    for cell in nb.get("cells", []):
+        cell.get("metadata", {}).pop("papermill", None)
+        cell.get("metadata", {}).pop("execution", None)
+    pm = nb.get("metadata", {}).get("papermill", {})
+    for key in ("start_time", "end_time", "duration", "input_path", "output_path", "version"):
+        pm.pop(key, None)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def run_chapter(src: Path, dst: Path, *, scale: str = "smoke", seed: int = 0, device: str = "auto",
+                extra: dict | None = None, timeout: int = 600) -> RunResult:
+    """Execute one chapter with papermill into ``dst`` and return how long it took."""
+    import papermill as pm
+
+    if scale not in SCALES:
+        raise ValueError(f"lossbook run: scale must be one of {SCALES}; got {scale!r}.")
+    declared = pm.inspect_notebook(str(src))
+    params = {"scale": scale, "seed": seed, "device": device, **(extra or {})}
+    params = {k: v for k, v in params.items() if k in declared}
+    os.environ.setdefault("LOSSBOOK_PROGRESS", "0")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3",
+                            progress_bar=False, cwd=str(src.parent), execution_timeout=timeout)
+    except pm.PapermillExecutionError as exc:
+        raise ChapterError(
+            f"chapter {src.stem} failed in cell [{exc.exec_count}] with {exc.ename}: {exc.evalue}\n"
+            f"the partly executed notebook is {dst}"
+        ) from None
+    clean_metadata(dst)
+    return RunResult(src.stem, dst, time.perf_counter() - t0)
+
+
+def collect_claims(folder: Path | str) -> pd.DataFrame:
+    """Every claims table published by the executed chapters in ``folder``, one row per claim."""
+    rows = []
+    for path in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")):
+        nb = json.loads(path.read_text())
+        for cell in nb.get("cells", []):
+            for out in cell.get("outputs", []):
+                payload = out.get("data", {}).get(CLAIMS_MIME)
+                if payload:
+                    for row in payload["rows"]:
+                        rows.append({"chapter": payload["chapter"], **row})
+    return pd.DataFrame(rows, columns=["chapter", "paper", "claim", "setting", "measured", "verdict", "rule"])

@@ -1,0 +1,103 @@
+"""The ``lossbook`` command line.
+
+    lossbook list [--family softmax]
+    lossbook run [CHAPTER ...] [--scale smoke|book|paper] [--seed 0] [--device auto] (--out DIR | --inplace)
+    lossbook claims [DIR]
+    lossbook build
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from . import book
+from .registry import FAMILIES, loss_table
+
+
+def _list(args) -> int:
+    import pandas as pd
+
+    table = loss_table(args.family)
+    with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+        print(table[["loss", "family", "paper", "hyper-parameters", "properties"]].to_string(index=False))
+    return 0
+
+
+def _run(args) -> int:
+    root = book.repo_root()
+    paths = book.resolve_chapters(args.chapters, root)
+    if not args.inplace and args.out is None:
+        print("lossbook run: give --out DIR, or --inplace to refresh the committed notebooks.", file=sys.stderr)
+        return 2
+    out = None if args.inplace else Path(args.out).resolve()
+    extra = {"chapters_dir": str(out or root / "notebooks")}
+    total = 0.0
+    for i, src in enumerate(paths, 1):
+        dst = src if out is None else out / src.name
+        print(f"[{i}/{len(paths)}] {src.stem} (scale={args.scale}) ...", end=" ", flush=True)
+        try:
+            res = book.run_chapter(src, dst, scale=args.scale, seed=args.seed, device=args.device,
+                                   extra=extra, timeout=args.timeout)
+        except book.ChapterError as exc:
+            print("FAILED")
+            print(f"lossbook run: {exc}", file=sys.stderr)
+            return 1
+        total += res.seconds
+        print(f"{res.seconds:.1f} s -> {dst}")
+    print(f"{len(paths)} notebook(s) in {total:.1f} s")
+    return 0
+
+
+def _claims(args) -> int:
+    import pandas as pd
+
+    folder = Path(args.dir) if args.dir else book.repo_root() / "notebooks"
+    df = book.collect_claims(folder)
+    with pd.option_context("display.max_colwidth", 80, "display.width", 250):
+        print(df[["chapter", "paper", "verdict", "measured"]].to_string(index=False) if len(df) else "no claims found")
+    return 0
+
+
+def _build(args) -> int:
+    root = book.repo_root()
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "-W", "-n", "--keep-going"]
+    if args.all:
+        subprocess.run([sys.executable, "-m", "jupyter_book", "clean", "--all", str(root)], check=False)
+    return subprocess.run(cmd, check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="lossbook", description="The lossbook library and executable book.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pl = sub.add_parser("list", help="list the registered losses")
+    pl.add_argument("--family", choices=FAMILIES)
+    pl.set_defaults(func=_list)
+
+    pr = sub.add_parser("run", help="execute chapters with papermill")
+    pr.add_argument("chapters", nargs="*", help="chapter names or numbers (default: all, then the report card)")
+    pr.add_argument("--scale", choices=book.SCALES, default="smoke")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    pr.add_argument("--out", help="folder for the executed notebooks")
+    pr.add_argument("--inplace", action="store_true", help="overwrite notebooks/ (what the book renders)")
+    pr.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    pr.set_defaults(func=_run)
+
+    pc = sub.add_parser("claims", help="print every chapter's claims and verdicts")
+    pc.add_argument("dir", nargs="?", help="folder of executed chapters (default: notebooks/)")
+    pc.set_defaults(func=_claims)
+
+    pb = sub.add_parser("build", help="build the HTML book (jupyter-book v1, warnings as errors)")
+    pb.add_argument("--all", action="store_true", help="clean the build folder first")
+    pb.set_defaults(func=_build)
+
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""Every functional loss in one namespace, in the style of ``torch.nn.functional``::
+
+    import lossbook.functional as LF
+    loss = LF.comp_sum_loss(logits, target, tau=0.5)
+"""
+
+from .registry import list_losses, loss_info
+from .softmax import (
+    comp_sum_loss,
+    cross_entropy,
+    generalized_cross_entropy,
+    mean_absolute_error,
+    sum_exponential_loss,
+)
+
+__all__ = [
+    "cross_entropy",
+    "comp_sum_loss",
+    "sum_exponential_loss",
+    "generalized_cross_entropy",
+    "mean_absolute_error",
+]
+
+
+def _check_complete() -> None:
+    """Every registered loss must be reachable here under its function's name."""
+    missing = [n for n in list_losses() if loss_info(n).function.__name__ not in globals()]
+    if missing:
+        raise ImportError(f"lossbook.functional does not export the registered losses {missing}.")
+
+
+_check_complete()
