@@ -89,7 +89,11 @@ def clean_metadata(path: Path) -> None:
 
 def run_chapter(src: Path, dst: Path, *, scale: str = "smoke", seed: int = 0, device: str = "auto",
                 extra: dict | None = None, timeout: int = 600) -> RunResult:
-    """Execute one chapter with papermill into ``dst`` and return how long it took."""
+    """Execute one chapter with papermill into ``dst`` and return how long it took.
+
+    The kernel runs in ``dst``'s folder, so the report card (whose ``chapters_dir`` defaults to
+    ``"."``) reads the chapters executed beside it.
+    """
     import papermill as pm
 
     if scale not in SCALES:
@@ -102,7 +106,7 @@ def run_chapter(src: Path, dst: Path, *, scale: str = "smoke", seed: int = 0, de
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3",
-                            progress_bar=False, cwd=str(src.parent), execution_timeout=timeout)
+                            progress_bar=False, cwd=str(dst.parent), execution_timeout=timeout)
     except pm.PapermillExecutionError as exc:
         raise ChapterError(
             f"chapter {src.stem} failed in cell [{exc.exec_count}] with {exc.ename}: {exc.evalue}\n"

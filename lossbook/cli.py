@@ -33,14 +33,13 @@ def _run(args) -> int:
         print("lossbook run: give --out DIR, or --inplace to refresh the committed notebooks.", file=sys.stderr)
         return 2
     out = None if args.inplace else Path(args.out).resolve()
-    extra = {"chapters_dir": str(out or root / "notebooks")}
     total = 0.0
     for i, src in enumerate(paths, 1):
         dst = src if out is None else out / src.name
         print(f"[{i}/{len(paths)}] {src.stem} (scale={args.scale}) ...", end=" ", flush=True)
         try:
             res = book.run_chapter(src, dst, scale=args.scale, seed=args.seed, device=args.device,
-                                   extra=extra, timeout=args.timeout)
+                                   timeout=args.timeout)
         except book.ChapterError as exc:
             print("FAILED")
             print(f"lossbook run: {exc}", file=sys.stderr)

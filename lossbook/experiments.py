@@ -117,23 +117,25 @@ def _paired(a, b) -> np.ndarray:
     return a - b
 
 
-def verdict_greater(a, b, *, margin: float = 0.0, confidence: float = 0.95, names=("A", "B"),
-                    unit: str = "", digits: int = 3) -> Verdict:
+def verdict_greater(a, b, *, margin: float = 0.0, lower_is_better: bool = False, confidence: float = 0.95,
+                    names=("A", "B"), unit: str = "", digits: int = 3) -> Verdict:
     """Claim "A is better than B (by more than ``margin``)", from paired samples (one per seed).
 
-    Rule: with d = A − B per seed and its t confidence interval [lo, hi], the claim is *supported*
-    when lo > margin, *not supported at this scale* when hi ≤ margin (the data exclude the claimed
-    advantage), and *inconclusive* otherwise.
+    "Better" is "higher" unless ``lower_is_better`` (errors, ECE). Rule: with the improvement
+    d = A − B per seed (B − A when lower is better) and its t confidence interval [lo, hi], the
+    claim is *supported* when lo > margin, *not supported at this scale* when hi ≤ margin (the data
+    exclude the claimed advantage), and *inconclusive* otherwise.
     """
-    d = _paired(a, b)
+    d = _paired(b, a) if lower_is_better else _paired(a, b)
     lo, hi = _t_interval(d, confidence)
     v = SUPPORTED if lo > margin else NOT_SUPPORTED if hi <= margin else INCONCLUSIVE
     a_, b_ = np.mean(a), np.mean(b)
+    sense = f"{names[1]} − {names[0]}" if lower_is_better else f"{names[0]} − {names[1]}"
     measured = (
         f"{names[0]} {a_:.{digits}f}{unit} vs {names[1]} {b_:.{digits}f}{unit}; "
-        f"difference {d.mean():+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] (n={len(d)})"
+        f"improvement ({sense}) {d.mean():+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] (n={len(d)})"
     )
-    rule = (f"supported if the {confidence:.0%} CI of the paired difference lies above {margin:g}; "
+    rule = (f"supported if the {confidence:.0%} CI of the paired improvement lies above {margin:g}; "
             f"not supported if it lies at or below {margin:g}; else inconclusive")
     return Verdict(v, measured, rule)
 

@@ -95,6 +95,7 @@ def fit(
     lr: float = 0.1,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
+    max_grad_norm: float | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
     evaluate: Callable[[nn.Module], dict] | None = None,
@@ -105,6 +106,7 @@ def fit(
     """Train ``model`` on ``(x, y)`` with ``loss_fn`` and return a :class:`History`.
 
     ``optimizer`` is ``"sgd"`` (with ``momentum``), ``"adam"``, or a callable ``params -> Optimizer``.
+    ``max_grad_norm`` clips the gradient's global norm before each step (``None``: no clipping).
     ``evaluate(model)`` runs before training and every ``eval_every`` epochs; its dict joins the row.
     Data order depends only on ``seed``; call :func:`set_seed` before building the model so its
     initialisation is reproducible too.
@@ -147,6 +149,8 @@ def fit(
             loss = loss_fn(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             opt.step()
             step += 1
             total += float(loss.detach()) * len(idx)
@@ -186,6 +190,7 @@ def train_classifier(
     lr: float = 0.05,
     optimizer: str = "sgd",
     weight_decay: float = 0.0,
+    max_grad_norm: float | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
     y_train: Tensor | None = None,
@@ -200,7 +205,7 @@ def train_classifier(
     model = mlp(splits.num_features, splits.num_classes, hidden)
     labels = splits.y_train if y_train is None else y_train
     history = fit(model, loss_fn, splits.x_train, labels, epochs=epochs, batch_size=batch_size, lr=lr,
-                  optimizer=optimizer, weight_decay=weight_decay, seed=seed, device=device, progress=progress)
+                  optimizer=optimizer, weight_decay=weight_decay, max_grad_norm=max_grad_norm, seed=seed, device=device, progress=progress)
     out = classifier_metrics(model, splits.x_test, splits.y_test, prefix="test_")
     out["train_loss"] = history.last("train_loss")
     return model, out

@@ -1,0 +1,74 @@
+"""The chapters as tests.
+
+* every chapter executes at ``scale="smoke"`` with papermill and publishes a claims table;
+* the committed smoke-scale runs in ``tests/golden/`` are current (same code as the chapters);
+  pytest's nbval plugin re-executes them and compares every text output, so a number that changes
+  or is not reproducible fails (see the Makefile's test command);
+* the committed book-scale chapters carry outputs, no errors, and widget state for the HTML.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lossbook import book
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = [p for p in book.chapters(ROOT) if p.name != book.REPORT_CARD]
+GOLDEN = ROOT / "tests" / "golden"
+
+pytestmark = pytest.mark.notebook
+
+
+def _code_cells(path: Path) -> list[str]:
+    nb = json.loads(path.read_text())
+    return [
+        "".join(c["source"])
+        for c in nb["cells"]
+        if c["cell_type"] == "code" and "injected-parameters" not in c.get("metadata", {}).get("tags", [])
+    ]
+
+
+def test_there_are_chapters():
+    assert CHAPTERS, "no notebooks/NN_*.ipynb found"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_runs_at_smoke_scale(chapter, tmp_path):
+    result = book.run_chapter(chapter, tmp_path / chapter.name, scale="smoke", timeout=300)
+    assert result.seconds < 120, f"{chapter.stem} took {result.seconds:.0f} s at smoke scale"
+    claims = book.collect_claims(tmp_path)
+    assert len(claims) > 0, f"{chapter.stem} published no claims table"
+    assert set(claims["verdict"]) <= {"supported", "not supported at this scale", "inconclusive"}
+
+
+def test_report_card_gathers_committed_chapters(tmp_path):
+    card = ROOT / "notebooks" / book.REPORT_CARD
+    book.run_chapter(card, tmp_path / card.name, scale="smoke", extra={"chapters_dir": str(ROOT / "notebooks")})
+    html = json.dumps(json.loads((tmp_path / card.name).read_text())["cells"])
+    for claim in book.collect_claims(ROOT / "notebooks")["claim"]:
+        assert json.dumps(claim)[1:40] in html
+
+
+@pytest.mark.parametrize("chapter", [*CHAPTERS, ROOT / "notebooks" / book.REPORT_CARD], ids=lambda p: p.stem)
+def test_golden_run_is_current(chapter):
+    golden = GOLDEN / chapter.name
+    assert golden.exists(), f"{golden} is missing: run `make golden`"
+    assert _code_cells(golden) == _code_cells(chapter), f"{golden.name} is stale: run `make golden`"
+    params = json.loads(golden.read_text())["metadata"]["papermill"]["parameters"]
+    assert params.get("scale") == "smoke"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_committed_chapter_is_a_book_scale_run(chapter):
+    nb = json.loads(chapter.read_text())
+    assert nb["metadata"]["papermill"]["parameters"].get("scale") == "book", "run `make notebooks`"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c.get("outputs") or not c["source"] for c in code if "parameters" not in c["metadata"].get("tags", [])), \
+        "a code cell has no output"
+    assert not any(o.get("output_type") == "error" for c in code for o in c["outputs"])
+    assert nb["metadata"].get("widgets"), "no widget state saved: the HTML would show no widgets"
+    assert any("parameters" in c["metadata"].get("tags", []) for c in code)
