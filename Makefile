@@ -19,15 +19,16 @@ $(VENV)/.installed: pyproject.toml $(TORCH_CONSTRAINTS)
 
 # The test command: library tests, then every chapter at smoke scale (papermill) and nbval on the
 # committed smoke-scale runs. pytest's exit code 5 (no tests collected) counts as a failure.
+NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=300 --nbval-sanitize-with tests/nbval_sanitize.cfg
 test: setup
-	$(BIN)/python -m pytest -n $(JOBS) tests; rc=$$?; \
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadscope $(NBVAL) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-lib: setup
 	$(BIN)/python -m pytest -n $(JOBS) tests -m "not notebook"
 
 test-notebooks: setup
-	$(BIN)/python -m pytest -n $(JOBS) tests -m notebook
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadscope $(NBVAL) tests/test_notebooks.py tests/golden
 
 # The HTML book from the committed notebooks (no execution), warnings as errors.
 book: setup

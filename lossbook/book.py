@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiments import CLAIMS_MIME
+from .experiments import CLAIMS_KEY
 
 __all__ = ["SCALES", "repo_root", "chapters", "resolve_chapters", "run_chapter", "ChapterError",
-           "collect_claims", "clean_metadata"]
+           "collect_claims", "claims_html", "clean_metadata"]
 
 SCALES = ("smoke", "book", "paper")
 REPORT_CARD = "report_card.ipynb"
@@ -76,11 +76,17 @@ class RunResult:
 
 
 def clean_metadata(path: Path) -> None:
-    """Drop per-cell timings that papermill writes, so committed notebooks diff cleanly."""
+    """Drop per-cell timings that papermill writes, so committed notebooks diff cleanly, and hide
+    papermill's injected-parameters cell from the rendered book (the tagged cell above it shows the
+    defaults; the run's values are in the notebook's metadata)."""
     nb = json.loads(path.read_text())
     for cell in nb.get("cells", []):
-        cell.get("metadata", {}).pop("papermill", None)
-        cell.get("metadata", {}).pop("execution", None)
+        meta = cell.setdefault("metadata", {})
+        meta.pop("papermill", None)
+        meta.pop("execution", None)
+        tags = meta.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            meta["tags"] = [*tags, "remove-cell"]
     pm = nb.get("metadata", {}).get("papermill", {})
     for key in ("start_time", "end_time", "duration", "input_path", "output_path", "version"):
         pm.pop(key, None)
@@ -123,8 +129,30 @@ def collect_claims(folder: Path | str) -> pd.DataFrame:
         nb = json.loads(path.read_text())
         for cell in nb.get("cells", []):
             for out in cell.get("outputs", []):
-                payload = out.get("data", {}).get(CLAIMS_MIME)
+                payload = out.get("metadata", {}).get(CLAIMS_KEY)
                 if payload:
                     for row in payload["rows"]:
                         rows.append({"chapter": payload["chapter"], **row})
     return pd.DataFrame(rows, columns=["chapter", "paper", "claim", "setting", "measured", "verdict", "rule"])
+
+
+_VERDICT_COLORS = {"supported": "#d9f0d3", "not supported at this scale": "#f4cccc", "inconclusive": "#fff2cc"}
+
+
+def claims_html(claims: pd.DataFrame) -> str:
+    """The report card's rendering: one block per claim (chapter, paper, verdict badge, the quoted
+    claim, then setting, measurement and rule), readable in the book's narrow column."""
+    from html import escape
+
+    blocks = []
+    for row in claims.itertuples(index=False):
+        color = _VERDICT_COLORS.get(row.verdict, "#eeeeee")
+        blocks.append(
+            '<div class="lossbook-claim" style="border-left:4px solid #888;padding:0.3em 0.8em;margin:0.8em 0">'
+            f"<p><b>{escape(row.chapter)}</b> · <code>{escape(row.paper)}</code> · "
+            f'<span style="background:{color};padding:0.1em 0.5em;border-radius:0.3em">{escape(row.verdict)}</span></p>'
+            f"<p><i>“{escape(row.claim)}”</i></p>"
+            f"<p><b>Setting:</b> {escape(row.setting)}<br><b>Measured:</b> {escape(row.measured)}<br>"
+            f"<b>Rule:</b> {escape(row.rule)}</p></div>"
+        )
+    return "\n".join(blocks)

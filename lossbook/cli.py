@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,12 +61,21 @@ def _claims(args) -> int:
     return 0
 
 
+def _jupyter_book() -> str:
+    """The ``jupyter-book`` script of this environment (beside the interpreter), else on PATH."""
+    here = Path(sys.executable).parent / "jupyter-book"
+    found = str(here) if here.exists() else shutil.which("jupyter-book")
+    if found is None:
+        raise SystemExit("lossbook build: jupyter-book is not installed; pip install 'lossbook[book]'.")
+    return found
+
+
 def _build(args) -> int:
     root = book.repo_root()
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "-W", "-n", "--keep-going"]
+    jb = _jupyter_book()
     if args.all:
-        subprocess.run([sys.executable, "-m", "jupyter_book", "clean", "--all", str(root)], check=False)
-    return subprocess.run(cmd, check=False).returncode
+        subprocess.run([jb, "clean", "--all", str(root)], check=False)
+    return subprocess.run([jb, "build", str(root), "-W", "-n", "--keep-going"], check=False).returncode
 
 
 def main(argv: list[str] | None = None) -> int:

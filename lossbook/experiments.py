@@ -30,14 +30,15 @@ __all__ = [
     "verdict_all",
     "claim",
     "claims_table",
-    "CLAIMS_MIME",
+    "CLAIMS_KEY",
 ]
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported at this scale"
 INCONCLUSIVE = "inconclusive"
-#: The MIME type under which a chapter publishes its claims table for the report card.
-CLAIMS_MIME = "application/vnd.lossbook.claims+json"
+#: The output-metadata key under which a chapter publishes its claims table for the report card.
+#: (Output metadata, not a MIME type of its own: the book's renderer warns on unknown MIME types.)
+CLAIMS_KEY = "lossbook_claims"
 
 
 def run_grid(
@@ -187,9 +188,9 @@ def claim(*, paper: str, claim: str, setting: str, result: Verdict) -> dict:
 def claims_table(rows: list[dict], *, chapter: str):
     """Show a chapter's claims table and publish it for the report card.
 
-    Returns an object that Jupyter displays as an HTML table; its MIME bundle also carries the rows
-    as JSON under :data:`CLAIMS_MIME`, which :func:`lossbook.book.collect_claims` reads back from
-    executed notebooks.
+    Returns an object that Jupyter displays as an HTML table; the output's metadata also carries
+    the rows as JSON under :data:`CLAIMS_KEY`, which :func:`lossbook.book.collect_claims` reads
+    back from executed notebooks.
     """
     df = pd.DataFrame(rows, columns=["paper", "claim", "setting", "measured", "verdict", "rule"])
     return _ClaimsTable(df, chapter)
@@ -202,4 +203,5 @@ class _ClaimsTable:
     def _repr_mimebundle_(self, include=None, exclude=None):
         html = self.df.to_html(index=False, escape=True, classes="lossbook-claims", border=0)
         payload = {"chapter": self.chapter, "rows": json.loads(self.df.to_json(orient="records"))}
-        return {"text/html": html, "text/plain": self.df.to_string(index=False), CLAIMS_MIME: payload}
+        data = {"text/html": html, "text/plain": self.df.to_string(index=False)}
+        return data, {CLAIMS_KEY: payload}

@@ -13,7 +13,7 @@ from scipy import stats
 
 import lossbook
 from lossbook import book, cli, experiments, metrics, train
-from lossbook.experiments import CLAIMS_MIME, INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+from lossbook.experiments import CLAIMS_KEY, INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 
 # --- training ---------------------------------------------------------------------------------------
 
@@ -280,11 +280,11 @@ def test_claim_row_keys():
 
 def test_claims_table_mimebundle():
     rows = _rows()
-    bundle = experiments.claims_table(rows, chapter="01_softmax")._repr_mimebundle_()
-    assert {"text/html", "text/plain", CLAIMS_MIME} <= set(bundle)
+    bundle, metadata = experiments.claims_table(rows, chapter="01_softmax")._repr_mimebundle_()
+    assert set(bundle) == {"text/html", "text/plain"}
     assert "lossbook-claims" in bundle["text/html"]
     assert "&lt;robust&gt; &amp;" in bundle["text/html"]  # escaped
-    payload = bundle[CLAIMS_MIME]
+    payload = metadata[CLAIMS_KEY]
     assert payload["chapter"] == "01_softmax"
     assert payload["rows"] == [{k: r[k] for k in ("paper", "claim", "setting", "measured", "verdict", "rule")}
                                for r in rows]
@@ -292,12 +292,12 @@ def test_claims_table_mimebundle():
 
 
 def test_collect_claims_reads_executed_notebooks(tmp_path):
-    bundle = experiments.claims_table(_rows(), chapter="03_robust")._repr_mimebundle_()
+    bundle, metadata = experiments.claims_table(_rows(), chapter="03_robust")._repr_mimebundle_()
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("claims_table(rows, chapter='03_robust')")
     cell.outputs = [
         nbformat.v4.new_output("stream", name="stdout", text="hello\n"),
-        nbformat.v4.new_output("display_data", data={"text/plain": "x", CLAIMS_MIME: bundle[CLAIMS_MIME]}),
+        nbformat.v4.new_output("display_data", data=bundle, metadata=metadata),
     ]
     nb.cells = [nbformat.v4.new_markdown_cell("# Robust"), cell]
     nbformat.validate(nb)
@@ -383,3 +383,25 @@ def test_cli_list_family(capsys):
 def test_cli_claims_on_an_empty_folder(tmp_path, capsys):
     assert cli.main(["claims", str(tmp_path)]) == 0
     assert "no claims found" in capsys.readouterr().out
+
+
+def test_claims_html_renders_every_claim_escaped():
+    df = pd.DataFrame([{"chapter": "01_x", **r} for r in _rows()])
+    html = book.claims_html(df)
+    assert html.count('class="lossbook-claim"') == len(df)
+    for verdict in df["verdict"]:
+        assert verdict in html
+    assert "&lt;robust&gt; &amp;" in html and "<robust>" not in html
+
+
+def test_clean_metadata_hides_injected_parameters(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    injected = nbformat.v4.new_code_cell("scale = 'smoke'")
+    injected.metadata["tags"] = ["injected-parameters"]
+    injected.metadata["papermill"] = {"duration": 0.1}
+    nb.cells = [injected, nbformat.v4.new_code_cell("1")]
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    book.clean_metadata(tmp_path / "x.ipynb")
+    cells = json.loads((tmp_path / "x.ipynb").read_text())["cells"]
+    assert cells[0]["metadata"]["tags"] == ["injected-parameters", "remove-cell"]
+    assert "papermill" not in cells[0]["metadata"] and "tags" not in cells[1]["metadata"]
