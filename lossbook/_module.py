@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -28,6 +29,12 @@ class LossModule(nn.Module):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
+        accepted = set(inspect.signature(self.function).parameters) - {"input", "target"}
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}: unexpected keyword argument(s) {unknown}; it accepts {sorted(accepted)}."
+            )
         weight = kwargs.pop("weight", None)
         if weight is not None and not isinstance(weight, Tensor):
             weight = torch.as_tensor(weight, dtype=torch.get_default_dtype())
@@ -50,3 +57,25 @@ class LossModule(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
+
+
+class ClassLossModule(LossModule):
+    """A loss Module with torch's class-loss options as keywords (``weight``, ``ignore_index``,
+    ``reduction``, ``label_smoothing``) besides the loss's own hyper-parameters."""
+
+    def __init__(
+        self,
+        *,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        **hyperparameters: Any,
+    ) -> None:
+        super().__init__(
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            **hyperparameters,
+        )

@@ -118,6 +118,13 @@ def _paired(a, b) -> np.ndarray:
     return a - b
 
 
+def _measured(a, b, d, lo, hi, *, names, unit, digits, what) -> str:
+    return (
+        f"{names[0]} {np.mean(a):.{digits}f}{unit} vs {names[1]} {np.mean(b):.{digits}f}{unit}; "
+        f"{what} {d.mean():+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] (n={len(d)})"
+    )
+
+
 def verdict_greater(a, b, *, margin: float = 0.0, lower_is_better: bool = False, confidence: float = 0.95,
                     names=("A", "B"), unit: str = "", digits: int = 3) -> Verdict:
     """Claim "A is better than B (by more than ``margin``)", from paired samples (one per seed).
@@ -130,12 +137,8 @@ def verdict_greater(a, b, *, margin: float = 0.0, lower_is_better: bool = False,
     d = _paired(b, a) if lower_is_better else _paired(a, b)
     lo, hi = _t_interval(d, confidence)
     v = SUPPORTED if lo > margin else NOT_SUPPORTED if hi <= margin else INCONCLUSIVE
-    a_, b_ = np.mean(a), np.mean(b)
     sense = f"{names[1]} − {names[0]}" if lower_is_better else f"{names[0]} − {names[1]}"
-    measured = (
-        f"{names[0]} {a_:.{digits}f}{unit} vs {names[1]} {b_:.{digits}f}{unit}; "
-        f"improvement ({sense}) {d.mean():+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] (n={len(d)})"
-    )
+    measured = _measured(a, b, d, lo, hi, names=names, unit=unit, digits=digits, what=f"improvement ({sense})")
     rule = (f"supported if the {confidence:.0%} CI of the paired improvement lies above {margin:g}; "
             f"not supported if it lies at or below {margin:g}; else inconclusive")
     return Verdict(v, measured, rule)
@@ -152,10 +155,7 @@ def verdict_equivalent(a, b, *, tolerance: float, confidence: float = 0.95, name
     d = _paired(a, b)
     lo, hi = _t_interval(d, confidence)
     v = SUPPORTED if lo >= -tolerance else NOT_SUPPORTED if hi < -tolerance else INCONCLUSIVE
-    measured = (
-        f"{names[0]} {np.mean(a):.{digits}f}{unit} vs {names[1]} {np.mean(b):.{digits}f}{unit}; "
-        f"difference {d.mean():+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] (n={len(d)})"
-    )
+    measured = _measured(a, b, d, lo, hi, names=names, unit=unit, digits=digits, what="difference")
     rule = (f"supported if the {confidence:.0%} CI of the paired difference lies above −{tolerance:g}; "
             f"not supported if it lies below −{tolerance:g}; else inconclusive")
     return Verdict(v, measured, rule)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._module import LossModule
+from .._module import ClassLossModule
 from .._validation import check_number
 from ..registry import register_loss
 from ._per_class import per_class_loss
@@ -259,56 +259,23 @@ def comp_sum_bayes_risk(posterior: Tensor, tau: float) -> Tensor:
     return comp_sum_conditional_risk(comp_sum_minimizer(posterior, tau), posterior, tau)
 
 
-class CompSumLoss(LossModule, loss="comp_sum"):
+class CompSumLoss(ClassLossModule, loss="comp_sum"):
     """Module form of :func:`lossbook.functional.comp_sum_loss`."""
 
-    def __init__(
-        self,
-        tau: float = 1.0,
-        *,
-        weight: Tensor | None = None,
-        ignore_index: int = -100,
-        reduction: str = "mean",
-        label_smoothing: float = 0.0,
-    ) -> None:
-        super().__init__(
-            tau=tau, weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
-        )
+    def __init__(self, tau: float = 1.0, **options) -> None:
+        super().__init__(tau=tau, **options)
 
 
-class SumExponentialLoss(LossModule, loss="sum_exponential"):
+class SumExponentialLoss(ClassLossModule, loss="sum_exponential"):
     """Module form of :func:`lossbook.functional.sum_exponential_loss`."""
 
-    def __init__(
-        self, *, weight: Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
-        label_smoothing: float = 0.0,
-    ) -> None:
-        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
 
-
-class GeneralizedCrossEntropyLoss(LossModule, loss="generalized_cross_entropy"):
+class GeneralizedCrossEntropyLoss(ClassLossModule, loss="generalized_cross_entropy"):
     """Module form of :func:`lossbook.functional.generalized_cross_entropy`."""
 
-    def __init__(
-        self,
-        q: float = 0.7,
-        *,
-        weight: Tensor | None = None,
-        ignore_index: int = -100,
-        reduction: str = "mean",
-        label_smoothing: float = 0.0,
-    ) -> None:
-        super().__init__(
-            q=q, weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
-        )
+    def __init__(self, q: float = 0.7, **options) -> None:
+        super().__init__(q=q, **options)
 
 
-class MeanAbsoluteErrorLoss(LossModule, loss="mean_absolute_error"):
+class MeanAbsoluteErrorLoss(ClassLossModule, loss="mean_absolute_error"):
     """Module form of :func:`lossbook.functional.mean_absolute_error`."""
-
-    def __init__(
-        self, *, weight: Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
-        label_smoothing: float = 0.0,
-    ) -> None:
-        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .._module import LossModule
+from .._module import ClassLossModule
 from ..registry import register_loss
 from ._per_class import per_class_loss
 
@@ -59,17 +59,8 @@ def cross_entropy(
     )
 
 
-class CrossEntropyLoss(LossModule, loss="cross_entropy"):
-    """Module form of :func:`lossbook.functional.cross_entropy`."""
+class CrossEntropyLoss(ClassLossModule, loss="cross_entropy"):
+    """Module form of :func:`lossbook.functional.cross_entropy` (``weight`` may be positional, as in torch)."""
 
-    def __init__(
-        self,
-        weight: Tensor | None = None,
-        *,
-        ignore_index: int = -100,
-        reduction: str = "mean",
-        label_smoothing: float = 0.0,
-    ) -> None:
-        super().__init__(
-            weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
-        )
+    def __init__(self, weight: Tensor | None = None, **options) -> None:
+        super().__init__(weight=weight, **options)
