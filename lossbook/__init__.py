@@ -15,6 +15,7 @@ from .softmax import (
     MeanAbsoluteErrorLoss,
     SumExponentialLoss,
 )
+from .spherical import FactoredSphericalLayer, SphericalSoftmaxLoss, SquaredErrorLoss, TaylorSoftmaxLoss, ZLoss
 
 __version__ = "0.1.0"
 
@@ -32,4 +33,9 @@ __all__ = [
     "SumExponentialLoss",
     "GeneralizedCrossEntropyLoss",
     "MeanAbsoluteErrorLoss",
+    "ZLoss",
+    "TaylorSoftmaxLoss",
+    "FactoredSphericalLayer",
+    "SphericalSoftmaxLoss",
+    "SquaredErrorLoss",
 ]

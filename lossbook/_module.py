@@ -79,3 +79,19 @@ class ClassLossModule(LossModule):
             label_smoothing=label_smoothing,
             **hyperparameters,
         )
+
+
+class IndexLossModule(LossModule):
+    """A loss Module for losses on class-index targets without label smoothing (e.g. the spherical
+    family): torch's ``weight``, ``ignore_index`` and ``reduction`` as keywords, besides the loss's
+    own hyper-parameters."""
+
+    def __init__(
+        self,
+        *,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        **hyperparameters: Any,
+    ) -> None:
+        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction, **hyperparameters)

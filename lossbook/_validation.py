@@ -62,10 +62,13 @@ def target_kind(name: str, logits: Tensor, target: Tensor, *, allow_prob: bool) 
     n, c = logits.shape
     if target.is_floating_point():
         if not allow_prob:
-            hint = ".squeeze(1).long()" if target.shape == (n, 1) else ".long()"
+            if target.shape == (n, c) and c > 1:
+                hint = "This loss takes no probability targets; for one-hot rows use target.argmax(1)."
+            else:
+                hint = f"Did you mean target{'.squeeze(1).long()' if target.shape == (n, 1) else '.long()'}?"
             raise TypeError(
                 f"{name}: target must be int64 class indices of shape ({n},); got {_dtype(target)} "
-                f"of shape {_shape(target)}. Did you mean target{hint}?"
+                f"of shape {_shape(target)}. {hint}"
             )
         if target.shape != logits.shape:
             hint = (

@@ -5,6 +5,8 @@
   posterior is known in closed form (a softmax of affine scores);
 * :func:`symmetric_noise`, :func:`asymmetric_noise`, :func:`long_tail` — label-noise and long-tail
   transforms that return new tensors and never modify their inputs.
+
+Language-model data (stdlib tokens, vocabulary, n-grams, a Zipf Markov chain) is in :mod:`lossbook.corpus`.
 """
 
 from __future__ import annotations

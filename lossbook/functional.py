@@ -12,6 +12,7 @@ from .softmax import (
     mean_absolute_error,
     sum_exponential_loss,
 )
+from .spherical import spherical_softmax_loss, squared_error_loss, taylor_softmax_loss, z_loss
 
 __all__ = [
     "cross_entropy",
@@ -19,6 +20,10 @@ __all__ = [
     "sum_exponential_loss",
     "generalized_cross_entropy",
     "mean_absolute_error",
+    "z_loss",
+    "taylor_softmax_loss",
+    "spherical_softmax_loss",
+    "squared_error_loss",
 ]
 
 

@@ -29,6 +29,16 @@ def needs(name: str, option: str) -> None:
         pytest.skip(f"{name} does not support {option}")
 
 
+def smoothing(name: str, value: float) -> dict:
+    """``{"label_smoothing": value}`` for a loss that supports it; a loss that does not (e.g. the
+    spherical family) runs only the value-0 case, without the keyword."""
+    if not supports(name, "label_smoothing"):
+        if value:
+            pytest.skip(f"{name} does not support label_smoothing")
+        return {}
+    return {"label_smoothing": value}
+
+
 def declared(name: str, prop: str):
     """The declared value of ``prop`` (None when the loss says nothing about it)."""
     return lossbook.loss_info(name).properties.get(prop)
@@ -97,7 +107,7 @@ def test_ignored_rows_get_exactly_zero_gradient(name, reduction, label_smoothing
     ignored = torch.tensor([1, 4])
     y_ign = y.clone()
     y_ign[ignored] = -3
-    kwargs = {"ignore_index": -3, "label_smoothing": label_smoothing}
+    kwargs = {"ignore_index": -3, **smoothing(name, label_smoothing)}
     if supports(name, "weight"):
         kwargs["weight"] = make_weight(C)
     out = call_loss(name, x, y_ign, reduction=reduction, **kwargs)
@@ -163,9 +173,9 @@ def test_empty_batch_with_prob_targets(name, reduction):
 def test_weight_of_ones_equals_no_weight(name, reduction, label_smoothing):
     needs(name, "weight")
     x, y = make_logits(N, C), make_target(N, C)
-    plain = call_loss(name, x, y, reduction=reduction, label_smoothing=label_smoothing)
-    ones = call_loss(name, x, y, reduction=reduction, label_smoothing=label_smoothing,
-                     weight=torch.ones(C, dtype=F64))
+    ls = smoothing(name, label_smoothing)
+    plain = call_loss(name, x, y, reduction=reduction, **ls)
+    ones = call_loss(name, x, y, reduction=reduction, **ls, weight=torch.ones(C, dtype=F64))
     assert_close64(ones, plain)
     if supports(name, "prob_target"):
         q = make_prob_target(N, C)
@@ -286,6 +296,17 @@ def test_shift_invariant(name, seed, n, c, shift, per_row):
     x, y = make_logits(n, c, seed=seed), make_target(n, c, seed=seed + 1)
     consts = shift * (torch.arange(n, dtype=F64) - 1.5 if per_row else torch.ones(n, dtype=F64))
     assert_close64(call_loss(name, x + consts[:, None], y, reduction="none"),
+                   call_loss(name, x, y, reduction="none"), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", _names_with("scale_invariant"))
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 6), c=st.integers(2, 6),
+       scale=st.floats(1e-3, 1e3), per_row=st.booleans())
+def test_scale_invariant(name, seed, n, c, scale, per_row):
+    x, y = make_logits(n, c, seed=seed), make_target(n, c, seed=seed + 1)
+    # one positive factor for the batch, or a different one per row (scale**t, t from -1 to 1)
+    factors = scale ** torch.linspace(-1, 1, n, dtype=F64) if per_row else torch.full((n,), scale, dtype=F64)
+    assert_close64(call_loss(name, x * factors[:, None], y, reduction="none"),
                    call_loss(name, x, y, reduction="none"), rtol=1e-9, atol=1e-9)
 
 

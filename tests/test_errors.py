@@ -100,6 +100,20 @@ GENERIC = [
     ("weight-list", (_x(), _y()), {"weight": [1.0] * C}, TypeError, r"weight must be a floating tensor.*got list"),
 ]
 
+# what the float-target rows expect from a loss that takes only class indices (no prob_target)
+INDEX_ONLY = {
+    "target-float-N1": (TypeError, (r"target must be int64 class indices of shape \(6,\); got float32 of shape "
+                                    r"\(6, 1\)\. Did you mean target\.squeeze\(1\)\.long\(\)\?$")),
+    "target-float-N": (TypeError, (r"target must be int64 class indices of shape \(6,\); got float32 of shape "
+                                   r"\(6,\)\. Did you mean target\.long\(\)\?$")),
+}
+# and rows only such a loss has: (id, args, kwargs, exc, regex)
+INDEX_ONLY_EXTRA = [
+    ("target-prob-rows", (_x(), torch.full((N, C), 1.0 / C)), {}, TypeError,
+     (r"target must be int64 class indices of shape \(6,\); got float32 of shape \(6, 5\)\. "
+      r"This loss takes no probability targets; for one-hot rows use target\.argmax\(1\)\.$")),
+]
+
 # rows for one loss each: (id, callable, args, kwargs, exc, regex)
 SPECIFIC = [
     ("comp_sum-tau-negative", LF.comp_sum_loss, (_x(), _y()), {"tau": -0.5}, ValueError,
@@ -133,9 +147,15 @@ def _generic_rows():
                 continue
             if "ignore" in row_id and "ignore_index" not in info.supports:
                 continue
+            if row_id in INDEX_ONLY and "prob_target" not in info.supports:
+                exc, regex = INDEX_ONLY[row_id]
             # every message names the function that raised it
             full = rf"^{re.escape(info.function.__name__)}: .*{regex}"
             yield pytest.param(ErrorInput(info.function, args, kwargs, exc, full), id=f"{name}-{row_id}")
+        if "prob_target" not in info.supports:
+            for row_id, args, kwargs, exc, regex in INDEX_ONLY_EXTRA:
+                full = rf"^{re.escape(info.function.__name__)}: .*{regex}"
+                yield pytest.param(ErrorInput(info.function, args, kwargs, exc, full), id=f"{name}-{row_id}")
 
 
 def _specific_rows():

@@ -1,0 +1,360 @@
+r"""Exact training of a spherical-family output layer in O(d²) per example, whatever the number
+of classes D (Vincent, de Brébisson & Bouthillier 2015; de Brébisson & Vincent 2016).
+
+The layer's weight W (D×d) is never stored explicitly. It is kept as
+
+    W = V·U + 1·ωᵀ          V: D×d (device, parameter dtype),  U, ω: d×d, d (float64)
+
+with the bookkeeping Q = WᵀW, w̄ = Wᵀ1 and U^{-T} (all d-sized, float64). A spherical loss depends
+on the outputs o = Wh only through a = o_c, q = ‖o‖² = hᵀQh and s = Σo = w̄ᵀh, so the loss and its
+gradient with respect to h cost O(d²) per example. The SGD update of W,
+
+    W ← W − η·G·Hᵀ,    G = ∂L/∂O = Ẏ + 1·g_sᵀ + 2·W·H·diag(g_q)    (Ẏ sparse: g_a at the targets)
+
+splits into a d×d multiplicative update of U (its inverse follows by Woodbury), an update of ω,
+and sparse updates of the m target rows of V; Q and w̄ follow in closed form. One minibatch step
+costs O(m·d² + m²·d + m³) and never forms the m×D outputs.
+
+Usage (the update of W is explicit, so gradient accumulation and double backward are safe)::
+
+    layer = FactoredSphericalLayer(512, 800_000, loss="z_loss")
+    loss = layer(hidden, target)          # hidden: (m, 512) from any network
+    loss.backward()                       # exact ∂L/∂hidden flows into the network
+    optimizer.step()                      # the network below: any optimiser
+    layer.step(lr=0.01, weight_decay=0)   # the layer: exact plain SGD on W
+
+Plain SGD (with exact L2 weight decay) is the only optimiser the factorisation supports for W:
+momentum or Adam state on W would be a dense D×d matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import check_index_range, check_number
+from ..registry import loss_info
+from .stats import STATS_LOSSES
+
+__all__ = ["FactoredSphericalLayer"]
+
+F64 = torch.float64
+
+
+@dataclass
+class _Pending:
+    """What one forward leaves for :meth:`FactoredSphericalLayer.step`, once its backward ran."""
+
+    version: int
+    h: Tensor  # (m, d) float64, bias feature included
+    target: Tensor  # (m,) int64
+    g_a: Tensor  # (m,) float64, ∂L/∂a for the loss as returned by forward
+    g_q: Tensor
+    g_s: Tensor
+    W_c: Tensor  # (m, d) target rows of W at forward time (reused by the step)
+    HQ: Tensor  # (m, d) H·Q at forward time
+    scale: float | None = None  # grad_output of the backward; None until backward ran
+
+
+class _FactoredLossFunction(torch.autograd.Function):
+    """Returns the precomputed loss; its backward hands back the precomputed ∂L/∂h and tells the
+    layer that the update for this forward may be applied."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, trigger: Tensor, loss: Tensor, grad_h: Tensor, layer, record):  # noqa: ARG004
+        ctx.grad_h, ctx.layer, ctx.record = grad_h, layer, record
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        ctx.layer._on_backward(ctx.record, grad_output)
+        grad_h = ctx.grad_h * grad_output.to(ctx.grad_h.dtype)
+        return grad_h, None, None, None, None, None
+
+
+class FactoredSphericalLayer(nn.Module):
+    """A linear output layer ``in_features → num_classes`` trained with a spherical loss in
+    O(d²) per example, exactly (see the module docstring).
+
+    Args:
+        in_features: size d of the hidden states fed to the layer.
+        num_classes: number of classes D (rows of W).
+        loss: a spherical loss name: ``"z_loss"``, ``"taylor_softmax"``, ``"spherical_softmax"``,
+            ``"squared_error"``; ``loss_kwargs`` are its hyper-parameters (e.g. ``{"a_z": 1, "b": 0}``).
+        bias: append a constant feature 1 to h, so W's last column is the output bias.
+        init_std: V is drawn from N(0, init_std²); default 1/√in_features.
+        reduction: ``"mean"`` or ``"sum"`` over the batch.
+        stabilize_every: call :meth:`stabilize` every this many steps (0: never).
+        dtype, device: of V (the D×d part); the d×d state is always float64.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, loss: str = "z_loss", loss_kwargs: dict | None = None,
+                 bias: bool = True, init_std: float | None = None, reduction: str = "mean",
+                 stabilize_every: int = 100, dtype: torch.dtype | None = None, device=None,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        name = "FactoredSphericalLayer"
+        if not isinstance(in_features, int) or in_features < 1:
+            raise ValueError(f"{name}: in_features must be a positive int; got {in_features!r}.")
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"{name}: num_classes must be an int ≥ 2; got {num_classes!r}.")
+        if loss not in STATS_LOSSES:
+            raise ValueError(f"{name}: loss must be one of {sorted(STATS_LOSSES)}; got {loss!r}.")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"{name}: reduction must be 'mean' or 'sum'; got {reduction!r}.")
+        self.loss_name, self.loss_kwargs = loss, dict(loss_kwargs or {})
+        self._loss_fn = STATS_LOSSES[loss]
+        check = getattr(loss_info(loss).function, "check_hyperparameters", None)
+        if check is not None:
+            check(**_dense_kwargs(loss, self.loss_kwargs))
+        self.in_features, self.num_classes, self.bias = in_features, num_classes, bias
+        self.reduction, self.stabilize_every = reduction, int(stabilize_every)
+        d = in_features + int(bias)
+        dtype = dtype or torch.get_default_dtype()
+        std = 1.0 / math.sqrt(in_features) if init_std is None else float(init_std)
+        V = torch.randn(num_classes, d, dtype=dtype, device=device, generator=generator) * std
+        if bias:
+            V[:, -1] = 0.0
+        self.register_buffer("V", V)
+        self.register_buffer("U", torch.eye(d, dtype=F64, device=V.device))
+        self.register_buffer("UinvT", torch.eye(d, dtype=F64, device=V.device))
+        self.register_buffer("omega", torch.zeros(d, dtype=F64, device=V.device))
+        self.register_buffer("Q", torch.zeros(d, d, dtype=F64, device=V.device))
+        self.register_buffer("wbar", torch.zeros(d, dtype=F64, device=V.device))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64, device=V.device))
+        self.resync()
+        self._version = 0
+        self._records: list[_Pending] = []
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_dense(cls, weight: Tensor, bias: Tensor | None = None, **kwargs: Any) -> "FactoredSphericalLayer":
+        """A layer whose W equals ``weight`` (D×in) and ``bias`` (D,) exactly."""
+        D, n_in = weight.shape
+        layer = cls(n_in, D, bias=bias is not None, dtype=weight.dtype, device=weight.device, **kwargs)
+        with torch.no_grad():
+            layer.V.copy_(weight if bias is None else torch.cat([weight, bias[:, None]], dim=1))
+        layer.resync()
+        return layer
+
+    @property
+    def d(self) -> int:
+        return self.in_features + int(self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, num_classes={self.num_classes}, loss={self.loss_name!r}, "
+                f"loss_kwargs={self.loss_kwargs}, bias={self.bias}, stabilize_every={self.stabilize_every}")
+
+    # ------------------------------------------------------------------ W and its summaries
+    def _augment(self, h: Tensor) -> Tensor:
+        h = h.to(F64)
+        if self.bias:
+            h = torch.cat([h, torch.ones(h.shape[0], 1, dtype=F64, device=h.device)], dim=1)
+        return h
+
+    @torch.no_grad()
+    def dense_weight(self) -> tuple[Tensor, Tensor | None]:
+        """W explicitly (O(D·d²)): ``(weight (D, in), bias (D,) or None)`` in V's dtype."""
+        W = (self.V.to(F64) @ self.U + self.omega).to(self.V.dtype)
+        return (W[:, :-1], W[:, -1]) if self.bias else (W, None)
+
+    @torch.no_grad()
+    def resync(self) -> None:
+        """Recompute Q = WᵀW and w̄ = Wᵀ1 from V, U, ω (O(D·d²)); called at construction."""
+        W = self.V.to(F64) @ self.U + self.omega
+        self.Q.copy_(W.T @ W)
+        self.wbar.copy_(W.sum(dim=0))
+
+    @torch.no_grad()
+    def stabilize(self, *, max_condition: float = 4.0) -> None:
+        """Re-invert U exactly (Woodbury updates drift) and, when U's condition number exceeds
+        ``max_condition``, fold U and ω into V (V ← V·U + 1ωᵀ, U = I, ω = 0; O(D·d²)). W is
+        unchanged up to rounding. Also refreshes w̄ = UᵀVᵀ1 + D·ω (O(D·d))."""
+        self.UinvT.copy_(torch.linalg.inv(self.U).T)
+        sv = torch.linalg.svdvals(self.U)
+        if float(sv.max() / sv.min()) > max_condition:
+            self.V.copy_((self.V.to(F64) @ self.U + self.omega).to(self.V.dtype))
+            self.U.copy_(torch.eye(self.d, dtype=F64, device=self.U.device))
+            self.UinvT.copy_(self.U)
+            self.omega.zero_()
+        self.wbar.copy_(self.U.T @ self.V.to(F64).sum(dim=0) + self.num_classes * self.omega)
+
+    # ------------------------------------------------------------------ forward / backward
+    def _check_inputs(self, h: Tensor, target: Tensor) -> None:
+        name = "FactoredSphericalLayer"
+        if not isinstance(h, Tensor) or not h.is_floating_point() or h.dim() != 2 or h.shape[1] != self.in_features:
+            got = f"{h.dtype} of shape {tuple(h.shape)}" if isinstance(h, Tensor) else type(h).__name__
+            raise ValueError(f"{name}: hidden states must be a floating tensor of shape (m, {self.in_features}); "
+                             f"got {got}.")
+        if h.device != self.V.device:
+            raise ValueError(f"{name}: hidden states are on {h.device} but the layer is on {self.V.device}; "
+                             f"use layer.to({str(h.device)!r}) or h.to({str(self.V.device)!r}).")
+        if not isinstance(target, Tensor) or target.dtype != torch.int64 or target.shape != (h.shape[0],):
+            got = f"{target.dtype} of shape {tuple(target.shape)}" if isinstance(target, Tensor) else type(target)
+            raise ValueError(f"{name}: target must be int64 class indices of shape ({h.shape[0]},); got {got}.")
+        check_index_range(name, target, self.num_classes, None)
+        if not bool(torch.isfinite(h).all()):
+            raise ValueError(f"{name}: hidden states contain NaN or inf; check the network below the layer.")
+
+    def statistics(self, h: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(a, q, s) per example, in O(d²) each: a = W_c·h, q = hᵀQh, s = w̄ᵀh (float64)."""
+        H = self._augment(h)
+        Ht = H @ self.U.T  # rows (U h_j)ᵀ
+        a = (self.V[target].to(F64) * Ht).sum(dim=1) + H @ self.omega
+        q = ((H @ self.Q) * H).sum(dim=1)
+        return a, q, H @ self.wbar
+
+    def forward(self, h: Tensor, target: Tensor) -> Tensor:
+        """The loss (reduced over the batch); its backward gives the exact ∂L/∂h."""
+        self._check_inputs(h, target)
+        with torch.no_grad():
+            H = self._augment(h)
+            W_c = self.V[target].to(F64) @ self.U + self.omega  # target rows of W, (m, d)
+            HQ = H @ self.Q
+            stats = [(W_c * H).sum(dim=1), (HQ * H).sum(dim=1), H @ self.wbar]
+        leaves = [x.detach().requires_grad_(True) for x in stats]
+        with torch.enable_grad():
+            per_example = self._loss_fn(*leaves, self.num_classes, **self.loss_kwargs)
+            loss = per_example.sum()
+            if self.reduction == "mean" and len(h):
+                loss = loss / len(h)  # an empty batch gives 0, not NaN
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True) if len(h) else [None] * 3
+            g_a, g_q, g_s = (torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves))
+        with torch.no_grad():
+            grad_H = g_a[:, None] * W_c + g_s[:, None] * self.wbar + 2 * g_q[:, None] * HQ
+            grad_h = grad_H[:, : self.in_features].to(h.dtype)
+        loss = loss.detach().to(h.dtype)
+        if not torch.is_grad_enabled():
+            return loss
+        record = _Pending(self._version, H, target.clone(), g_a, g_q, g_s, W_c, HQ)
+        self._records.append(record)
+        trigger = torch.zeros(0, device=h.device, requires_grad=True)  # makes backward run even if h needs no grad
+        return _FactoredLossFunction.apply(h, trigger, loss, grad_h, self, record)
+
+    def _on_backward(self, record: _Pending, grad_output: Tensor) -> None:
+        if record.version != self._version:
+            raise RuntimeError(
+                "FactoredSphericalLayer: this loss was computed before the last layer.step(); its gradient "
+                "is stale. Recompute the forward pass after each step."
+            )
+        if record.scale is not None:
+            raise RuntimeError(
+                "FactoredSphericalLayer: backward ran twice for the same forward; the layer's update would be "
+                "applied twice. Run a new forward pass instead of retain_graph=True."
+            )
+        record.scale = float(grad_output)
+
+    def discard(self) -> None:
+        """Forget every pending update (e.g. after an evaluation forward with gradients on)."""
+        self._records.clear()
+
+    # ------------------------------------------------------------------ the exact SGD step
+    @torch.no_grad()
+    def step(self, lr: float, *, weight_decay: float = 0.0) -> None:
+        """Apply W ← (1 − lr·wd)·W − lr·∇W exactly, for every forward whose backward has run since
+        the last step (several forwards accumulate, as gradients would)."""
+        lr = check_number("FactoredSphericalLayer.step", "lr", lr, low=0.0, low_open=True)
+        wd = check_number("FactoredSphericalLayer.step", "weight_decay", weight_decay, low=0.0)
+        ready = [r for r in self._records if r.scale is not None and r.version == self._version]
+        if not ready:
+            raise RuntimeError(
+                "FactoredSphericalLayer.step: no gradient is pending; call loss.backward() on this layer's "
+                "loss first (each backward can be applied once)."
+            )
+        shrink = 1.0 - lr * wd
+        if shrink <= 0:
+            raise ValueError(f"FactoredSphericalLayer.step: lr·weight_decay must be < 1; got {lr * wd}.")
+        H = torch.cat([r.h for r in ready])
+        target = torch.cat([r.target for r in ready])
+        g_a, g_q, g_s = (torch.cat([getattr(r, k) * r.scale for r in ready]) for k in ("g_a", "g_q", "g_s"))
+        W_c, HQ = torch.cat([r.W_c for r in ready]), torch.cat([r.HQ for r in ready])
+        # W' = shrink·(W − (lr/shrink)·G·Hᵀ): the gradient step uses the pre-decay W, then one rescale.
+        self._gradient_step(H, target, g_a, g_q, g_s, W_c, HQ, lr / shrink)
+        if wd > 0:
+            self.U.mul_(shrink)
+            self.UinvT.div_(shrink)
+            self.omega.mul_(shrink)
+            self.Q.mul_(shrink * shrink)
+            self.wbar.mul_(shrink)
+        self._records.clear()
+        self._version += 1
+        self.steps += 1
+        if self.stabilize_every and int(self.steps) % self.stabilize_every == 0:
+            self.stabilize()
+
+    def _gradient_step(self, H: Tensor, target: Tensor, g_a: Tensor, g_q: Tensor, g_s: Tensor, W_c: Tensor,
+                       HQ: Tensor, eta: float) -> None:
+        """One exact SGD step of W given the loss partials; W_c = W[target] and HQ = H·Q (current W)."""
+        D = self.num_classes
+        Z = g_a[:, None] * W_c + g_s[:, None] * self.wbar  # rows of Wᵀ(Ẏ + 1g_sᵀ)
+        grad_H = Z + 2 * g_q[:, None] * HQ  # rows ∂L/∂h_j = W_jᵀ G_j
+        Hw = H @ self.wbar
+        # M = GᵀG (m×m), written without the m×D matrix G
+        same = target[:, None] == target[None, :]
+        BtZ = 2 * g_q[:, None] * (H @ Z.T)
+        M = (4 * g_q[:, None] * g_q[None, :] * (HQ @ H.T) + D * g_s[:, None] * g_s[None, :]
+             + (g_a[:, None] * g_a[None, :]) * same + g_s[:, None] * g_a[None, :] + g_a[:, None] * g_s[None, :]
+             + BtZ + BtZ.T)
+        # U ← U(I − η H Bᵀ) with B = 2 Hᵀ diag(g_q); U^{-T} by Woodbury
+        Bt = 2 * g_q[:, None] * H  # (m, d) = Bᵀ
+        Ht = H @ self.U.T
+        K = torch.eye(len(H), dtype=F64, device=H.device) - eta * (H @ Bt.T)  # I − η HᵀB in column form (m×m)
+        X = torch.linalg.solve(K, H)  # (I − η HᵀB)^{-1} Hᵀ, transposed
+        self.UinvT.add_(eta * (self.UinvT @ Bt.T) @ X)
+        self.U.sub_(eta * Ht.T @ Bt)
+        # ω ← ω − η H(2 g_q ⊙ Hᵀω + g_s), with the old ω
+        self.omega.sub_(eta * H.T @ (2 * g_q * (H @ self.omega) + g_s))
+        # sparse rows: V[c_j] −= η g_a,j (U_new^{-T} h_j)ᵀ, accumulated over duplicate targets
+        rows = eta * g_a[:, None] * (H @ self.UinvT.T)
+        self.V.index_add_(0, target, (-rows).to(self.V.dtype))
+        # Q and w̄ in closed form (old values on the right)
+        # Q − η(grad_Hᵀ H + Hᵀ grad_H) + η² HᵀMH = Q + T + Tᵀ with T = Hᵀ(½η² M H − η grad_H)
+        T = H.T @ (0.5 * eta * eta * (M @ H) - eta * grad_H)
+        self.Q.add_(T + T.T)
+        self.wbar.sub_(eta * H.T @ (g_a + D * g_s + 2 * g_q * Hw))
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def scores(self, h: Tensor, *, chunk_size: int = 65536) -> Tensor:
+        """All outputs o = W h (m×D), computed in chunks of classes (O(m·D·d))."""
+        H = self._augment(h)
+        Ht, Hw = H @ self.U.T, H @ self.omega
+        out = torch.empty(len(H), self.num_classes, dtype=h.dtype, device=h.device)
+        for i in range(0, self.num_classes, chunk_size):
+            out[:, i : i + chunk_size] = (Ht @ self.V[i : i + chunk_size].to(F64).T + Hw[:, None]).to(h.dtype)
+        return out
+
+    @torch.no_grad()
+    def topk(self, h: Tensor, k: int, *, chunk_size: int = 65536) -> tuple[Tensor, Tensor]:
+        """The k largest outputs per example and their classes, streaming over class chunks."""
+        if not 1 <= k <= self.num_classes:
+            raise ValueError(f"FactoredSphericalLayer.topk: k must be in [1, {self.num_classes}]; got {k}.")
+        H = self._augment(h)
+        Ht, Hw = H @ self.U.T, H @ self.omega
+        best_v = torch.full((len(H), 0), -math.inf, dtype=F64, device=H.device)
+        best_i = torch.zeros((len(H), 0), dtype=torch.int64, device=H.device)
+        for i in range(0, self.num_classes, chunk_size):
+            o = Ht @ self.V[i : i + chunk_size].to(F64).T + Hw[:, None]
+            idx = torch.arange(i, i + o.shape[1], device=H.device).expand(len(H), -1)
+            v, j = torch.cat([best_v, o], 1).topk(min(k, best_v.shape[1] + o.shape[1]), dim=1)
+            best_v, best_i = v, torch.cat([best_i, idx], 1).gather(1, j)
+        return best_v.to(h.dtype), best_i
+
+    def loss_dense(self, h: Tensor, target: Tensor) -> Tensor:
+        """The same loss computed from explicit outputs (O(m·D·d)): a reference for tests."""
+        fn = loss_info(self.loss_name).function
+        return fn(self.scores(h), target, reduction=self.reduction, **_dense_kwargs(self.loss_name, self.loss_kwargs))
+
+    def _apply(self, fn, recurse=True):  # keep pending records consistent when the layer moves
+        self._records = []
+        return super()._apply(fn, recurse)
+
+
+def _dense_kwargs(loss: str, kwargs: dict) -> dict:
+    """Map the stats function's hyper-parameter names to the dense function's (Z-loss: a_z → a)."""
+    return {("a" if (loss == "z_loss" and k == "a_z") else k): v for k, v in kwargs.items()}
+
