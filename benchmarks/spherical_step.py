@@ -100,6 +100,15 @@ def time_step(step, device, *, min_time: float, max_reps: int) -> float:
             return elapsed / reps
 
 
+def vm_hwm_kb() -> int:
+    """This process's peak resident memory (VmHWM). Unlike ru_maxrss, it starts afresh at exec,
+    so a child does not inherit its parent's high-water mark."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
 def peak_memory_mb(method: str, D: int, d: int, m: int, device) -> float:
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
@@ -110,11 +119,11 @@ def peak_memory_mb(method: str, D: int, d: int, m: int, device) -> float:
         sync(device)
         return torch.cuda.max_memory_allocated() / 2**20
     code = (
-        "import resource,sys; sys.path.insert(0, %r); import benchmarks.spherical_step as b; import torch;"
-        "torch.set_num_threads(1); s=b.make_step(%r,%d,%d,%d,'cpu'); s(); s();"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import sys; sys.path.insert(0, %r); import benchmarks.spherical_step as b; import torch;"
+        "torch.set_num_threads(1); s=b.make_step(%r,%d,%d,%d,'cpu'); s(); s(); print(b.vm_hwm_kb())"
     ) % (str(Path(__file__).resolve().parent.parent), method, D, d, m)
-    base = "import resource, torch; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    base = ("import sys; sys.path.insert(0, %r); import benchmarks.spherical_step as b; print(b.vm_hwm_kb())"
+            % str(Path(__file__).resolve().parent.parent))
     run = lambda c: int(subprocess.run([sys.executable, "-c", c], capture_output=True, text=True, check=True).stdout)  # noqa: E731
     return (run(code) - run(base)) / 1024
 
@@ -148,7 +157,7 @@ def main(argv=None) -> int:
             print(f"{D:>9} {d:>4} " + " ".join(f"{ms[k]:>16.2f}" for k in METHODS)
                   + f" {ratio:>12.1f} {D / (4 * d):>7.1f}")
             if mem:
-                print(f"{'peak MB':>14} " + " ".join(f"{mem[k]:>16.0f}" for k in METHODS))
+                print(f"{'peak MB':>14} " + " ".join(f"{mem[k]:>16.1f}" for k in METHODS))
     if args.out:
         Path(args.out).write_text(json.dumps({"device": args.device, "torch": torch.__version__, "rows": rows},
                                              indent=1))

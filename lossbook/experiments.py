@@ -28,6 +28,7 @@ __all__ = [
     "verdict_greater",
     "verdict_equivalent",
     "verdict_all",
+    "verdict_any",
     "claim",
     "claims_table",
     "CLAIMS_KEY",
@@ -175,6 +176,22 @@ def verdict_all(holds, *, what: str, min_checks: int = 1) -> Verdict:
         v = SUPPORTED if n_ok == len(holds) else NOT_SUPPORTED
     return Verdict(v, f"{what}: holds in {n_ok} of {len(holds)} checks",
                    f"supported if it holds in every check (at least {min_checks}); else not supported")
+
+
+def verdict_any(verdicts: dict[str, Verdict]) -> Verdict:
+    """Claim "this holds in at least one of these settings" (e.g. "for some k, top-k improves").
+
+    Rule: *supported* when at least one setting's verdict is supported, *not supported at this
+    scale* when every setting's verdict is, *inconclusive* otherwise.
+    """
+    if not verdicts:
+        raise ValueError("verdict_any: give at least one setting's verdict.")
+    kinds = [v.verdict for v in verdicts.values()]
+    v = SUPPORTED if SUPPORTED in kinds else NOT_SUPPORTED if all(k == NOT_SUPPORTED for k in kinds) else INCONCLUSIVE
+    measured = "; ".join(f"{name}: {res.measured} → {res.verdict}" for name, res in verdicts.items())
+    inner = next(iter(verdicts.values())).rule
+    return Verdict(v, measured, f"supported if supported in at least one setting, not supported if not supported in "
+                                f"all; per setting: {inner}")
 
 
 def claim(*, paper: str, claim: str, setting: str, result: Verdict) -> dict:

@@ -100,8 +100,8 @@ def train_ngram_lm(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], vo
             t_train += time.perf_counter() - t0
             steps += 1
             bar.update()
-            if not math.isfinite(float(loss)):
-                raise FloatingPointError(f"train_ngram_lm: the loss became {float(loss)} at step {steps}.")
+            if not math.isfinite(float(loss.detach())):
+                raise FloatingPointError(f"train_ngram_lm: the loss became {float(loss.detach())} at step {steps}.")
     bar.close()
     enc.eval()
     k_max = max(ks)

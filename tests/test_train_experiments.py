@@ -405,3 +405,15 @@ def test_clean_metadata_hides_injected_parameters(tmp_path):
     cells = json.loads((tmp_path / "x.ipynb").read_text())["cells"]
     assert cells[0]["metadata"]["tags"] == ["injected-parameters", "remove-cell"]
     assert "papermill" not in cells[0]["metadata"] and "tags" not in cells[1]["metadata"]
+
+
+def test_verdict_any_combines_settings():
+    yes = experiments.Verdict(SUPPORTED, "a", "r")
+    no = experiments.Verdict(NOT_SUPPORTED, "b", "r")
+    maybe = experiments.Verdict(INCONCLUSIVE, "c", "r")
+    assert experiments.verdict_any({"k=1": no, "k=5": yes}).verdict == SUPPORTED
+    assert experiments.verdict_any({"k=1": no, "k=5": no}).verdict == NOT_SUPPORTED
+    assert experiments.verdict_any({"k=1": no, "k=5": maybe}).verdict == INCONCLUSIVE
+    assert "k=5: b" in experiments.verdict_any({"k=1": no, "k=5": no}).measured
+    with pytest.raises(ValueError):
+        experiments.verdict_any({})
