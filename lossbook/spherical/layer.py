@@ -116,7 +116,7 @@ class FactoredSphericalLayer(nn.Module):
         d = in_features + int(bias)
         dtype = dtype or torch.get_default_dtype()
         std = 1.0 / math.sqrt(in_features) if init_std is None else float(init_std)
-        V = torch.randn(num_classes, d, dtype=dtype, device=device, generator=generator) * std
+        V = torch.randn(num_classes, d, dtype=dtype, device=device, generator=generator).mul_(std)
         if bias:
             V[:, -1] = 0.0
         self.register_buffer("V", V)
@@ -178,9 +178,10 @@ class FactoredSphericalLayer(nn.Module):
 
     @torch.no_grad()
     def stabilize(self, *, max_condition: float = 4.0) -> None:
-        """Re-invert U exactly (Woodbury updates drift) and, when U's condition number exceeds
-        ``max_condition``, fold U and ω into V (V ← V·U + 1ωᵀ, U = I, ω = 0; O(D·d²)). W is
-        unchanged up to rounding. Also refreshes w̄ = UᵀVᵀ1 + D·ω (O(D·d))."""
+        """Re-invert U exactly (Woodbury updates drift; O(d³)) and, when U's condition number
+        exceeds ``max_condition``, fold U and ω into V (V ← V·U + 1ωᵀ, U = I, ω = 0; O(D·d²)).
+        W is unchanged up to rounding, so Q and w̄ stay valid. Nothing here is O(D) unless U is
+        folded; :meth:`resync` recomputes Q and w̄ from scratch when wanted."""
         self.UinvT.copy_(torch.linalg.inv(self.U).T)
         sv = torch.linalg.svdvals(self.U)
         if float(sv.max() / sv.min()) > max_condition:
@@ -189,7 +190,6 @@ class FactoredSphericalLayer(nn.Module):
             self.U.copy_(torch.eye(self.d, dtype=F64, device=self.U.device))
             self.UinvT.copy_(self.U)
             self.omega.zero_()
-        self.wbar.copy_(self.U.T @ self.V.sum(dim=0, dtype=F64) + self.num_classes * self.omega)
 
     # ------------------------------------------------------------------ forward / backward
     def _check_inputs(self, h: Tensor, target: Tensor) -> None:
