@@ -53,12 +53,16 @@ def topk_accuracy_curve(top_idx: Tensor, target: Tensor, ks) -> dict[int, float]
 
 
 def train_ngram_lm(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], vocab_size: int, cfg: LMConfig, *,
-                   seed: int = 0, ks=(1, 5, 20, 100), device="auto", progress: bool | None = None) -> dict:
+                   seed: int = 0, ks=(1, 5, 20, 100), device="auto", progress: bool | None = None,
+                   raise_on_divergence: bool = True) -> dict:
     """Train the n-gram model with ``cfg.output`` and return test top-k accuracies and timings.
 
     Both kinds of output layer are trained by plain SGD at ``cfg.lr`` together with the network
     below, so the comparison isolates the loss (and the factored layer's exactness makes its
     training identical to what dense SGD on the same loss would do).
+
+    A non-finite loss raises ``FloatingPointError``, or with ``raise_on_divergence=False`` ends
+    training and reports ``diverged=True`` with zero accuracies (for learning-rate searches).
     """
     from tqdm.auto import tqdm
 
@@ -101,7 +105,14 @@ def train_ngram_lm(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], vo
             steps += 1
             bar.update()
             if not math.isfinite(float(loss.detach())):
-                raise FloatingPointError(f"train_ngram_lm: the loss became {float(loss.detach())} at step {steps}.")
+                if raise_on_divergence:
+                    raise FloatingPointError(
+                        f"train_ngram_lm: the loss became {float(loss.detach())} at step {steps}; lower lr "
+                        f"(now {cfg.lr})."
+                    )
+                bar.close()
+                return {**{f"top{k}": 0.0 for k in ks}, "steps": steps, "ms_per_step": float("nan"),
+                        "diverged": True}
     bar.close()
     enc.eval()
     k_max = max(ks)
@@ -115,5 +126,5 @@ def train_ngram_lm(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], vo
                 tops.append(head.topk(h, k_max)[1])
         top = torch.cat(tops).cpu()
     out = {f"top{k}": v for k, v in topk_accuracy_curve(top, test[1].cpu(), ks).items()}
-    out.update({"steps": steps, "ms_per_step": 1e3 * t_train / max(steps, 1)})
+    out.update({"steps": steps, "ms_per_step": 1e3 * t_train / max(steps, 1), "diverged": False})
     return out
