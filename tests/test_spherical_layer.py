@@ -246,3 +246,13 @@ def test_runs_on_the_test_device_in_float32(device):
     layer.step(0.05)
     assert h.grad.device.type == torch.device(device).type and h.grad.dtype == torch.float32
     assert layer.V.device.type == torch.device(device).type and torch.isfinite(layer.V).all()
+
+
+def test_statistics_match_explicit_outputs():
+    g = torch.Generator().manual_seed(8)
+    layer = FactoredSphericalLayer(5, 40, dtype=F64, generator=g)
+    h, y = make_batch(g, 6, 5, 40)
+    a, q, s = layer.statistics(h, y)
+    ra, rq, rs = output_stats(layer.scores(h), y)
+    for got, ref in ((a, ra), (q, rq), (s, rs)):
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)

@@ -208,21 +208,22 @@ class FactoredSphericalLayer(nn.Module):
         if not bool(torch.isfinite(h).all()):
             raise ValueError(f"{name}: hidden states contain NaN or inf; check the network below the layer.")
 
+    def _terms(self, h: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """H (bias feature appended), the target rows W_c = W[target] and H·Q, all float64."""
+        H = self._augment(h)
+        return H, self.V[target].to(F64) @ self.U + self.omega, H @ self.Q
+
+    @torch.no_grad()
     def statistics(self, h: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(a, q, s) per example, in O(d²) each: a = W_c·h, q = hᵀQh, s = w̄ᵀh (float64)."""
-        H = self._augment(h)
-        Ht = H @ self.U.T  # rows (U h_j)ᵀ
-        a = (self.V[target].to(F64) * Ht).sum(dim=1) + H @ self.omega
-        q = ((H @ self.Q) * H).sum(dim=1)
-        return a, q, H @ self.wbar
+        H, W_c, HQ = self._terms(h, target)
+        return (W_c * H).sum(dim=1), (HQ * H).sum(dim=1), H @ self.wbar
 
     def forward(self, h: Tensor, target: Tensor) -> Tensor:
         """The loss (reduced over the batch); its backward gives the exact ∂L/∂h."""
         self._check_inputs(h, target)
         with torch.no_grad():
-            H = self._augment(h)
-            W_c = self.V[target].to(F64) @ self.U + self.omega  # target rows of W, (m, d)
-            HQ = H @ self.Q
+            H, W_c, HQ = self._terms(h, target)
             stats = [(W_c * H).sum(dim=1), (HQ * H).sum(dim=1), H @ self.wbar]
         leaves = [x.detach().requires_grad_(True) for x in stats]
         with torch.enable_grad():
