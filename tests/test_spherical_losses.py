@@ -15,7 +15,7 @@ from torch.nn.functional import softplus
 
 import lossbook
 import lossbook.functional as LF
-from lossbook.spherical import STATS_LOSSES, output_stats
+from lossbook.spherical import STATS_LOSSES, STATS_PARTIALS, output_stats
 
 N, C = 9, 6
 
@@ -193,6 +193,31 @@ def test_z_loss_closed_form_gradient(hp):
     # shift and scale invariance show in the gradient: it is orthogonal to 1 and to o
     assert_close64(grad.sum(1), torch.zeros(N, dtype=F64))
     assert_close64((grad * x).sum(1), torch.zeros(N, dtype=F64))
+
+
+PARTIALS_CASES = [("z_loss", {}), ("z_loss", {"a_z": 0.5, "b": 2.0}), ("z_loss", {"a_z": 3.0, "b": -1.0}),
+                  ("taylor_softmax", {}), ("spherical_softmax", {"eps": 1e-3}), ("spherical_softmax", {"eps": 0.5}),
+                  ("squared_error", {})]
+
+
+@pytest.mark.parametrize("name,hp", PARTIALS_CASES, ids=lambda v: str(v))
+def test_closed_form_partials_equal_autograd_of_the_stats_loss(name, hp):
+    """STATS_PARTIALS (used by the factored layer) against autograd through STATS_LOSSES, float64,
+    on statistics of real output vectors, including a constant row and a zero row for the Z-loss."""
+    g = torch.Generator().manual_seed(7)
+    o = torch.randn(12, C, generator=g, dtype=F64) * 2 + 0.3
+    o[3] = 1.25  # constant outputs
+    o[4] = 0.0
+    y = torch.randint(0, C, (12,), generator=g)
+    a, q, s = (t.detach().requires_grad_(True) for t in output_stats(o, y))
+    loss = STATS_LOSSES[name](a, q, s, C, **hp)
+    grads = torch.autograd.grad(loss.sum(), (a, q, s), allow_unused=True)
+    value, *partials = STATS_PARTIALS[name](a.detach(), q.detach(), s.detach(), C, **hp)
+    assert_close64(value, loss.detach())
+    for got, want in zip(partials, grads):
+        assert_close64(got, torch.zeros_like(a) if want is None else want)
+    if name == "z_loss":  # constant rows: zero gradient, not round-off divided by round-off
+        assert all(float(p[3:5].abs().max()) == 0.0 for p in partials)
 
 
 # --- Z-loss invariances and its numerical pitfalls ------------------------------------------------------

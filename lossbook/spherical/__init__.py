@@ -17,6 +17,7 @@ from .losses import (  # noqa: I001 - registration order: the registry lists los
 from .layer import FactoredSphericalLayer
 from .stats import (
     STATS_LOSSES,
+    STATS_PARTIALS,
     output_stats,
     spherical_softmax_stats,
     squared_error_stats,
@@ -40,4 +41,5 @@ __all__ = [
     "spherical_softmax_stats",
     "squared_error_stats",
     "STATS_LOSSES",
+    "STATS_PARTIALS",
 ]

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .._validation import check_index_range, check_number
 from ..registry import loss_info
-from .stats import STATS_LOSSES
+from .stats import STATS_LOSSES, STATS_PARTIALS
 
 __all__ = ["FactoredSphericalLayer"]
 
@@ -107,7 +107,7 @@ class FactoredSphericalLayer(nn.Module):
         if reduction not in ("mean", "sum"):
             raise ValueError(f"{name}: reduction must be 'mean' or 'sum'; got {reduction!r}.")
         self.loss_name, self.loss_kwargs = loss, dict(loss_kwargs or {})
-        self._loss_fn = STATS_LOSSES[loss]
+        self._partials = STATS_PARTIALS[loss]
         check = getattr(loss_info(loss).function, "check_hyperparameters", None)
         if check is not None:
             check(**_dense_kwargs(loss, self.loss_kwargs))
@@ -211,7 +211,7 @@ class FactoredSphericalLayer(nn.Module):
     def _terms(self, h: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """H (bias feature appended), the target rows W_c = W[target] and H·Q, all float64."""
         H = self._augment(h)
-        return H, self.V[target].to(F64) @ self.U + self.omega, H @ self.Q
+        return H, torch.addmm(self.omega, self.V[target].to(F64), self.U), H @ self.Q
 
     @torch.no_grad()
     def statistics(self, h: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -224,16 +224,12 @@ class FactoredSphericalLayer(nn.Module):
         self._check_inputs(h, target)
         with torch.no_grad():
             H, W_c, HQ = self._terms(h, target)
-            stats = [(W_c * H).sum(dim=1), (HQ * H).sum(dim=1), H @ self.wbar]
-        leaves = [x.detach().requires_grad_(True) for x in stats]
-        with torch.enable_grad():
-            per_example = self._loss_fn(*leaves, self.num_classes, **self.loss_kwargs)
+            # the loss and its partials in closed form (stats.STATS_PARTIALS), no autograd pass
+            per_example, g_a, g_q, g_s = self._partials((W_c * H).sum(dim=1), (HQ * H).sum(dim=1), H @ self.wbar,
+                                                        self.num_classes, **self.loss_kwargs)
             loss = per_example.sum()
-            if self.reduction == "mean" and len(h):
-                loss = loss / len(h)  # an empty batch gives 0, not NaN
-            grads = torch.autograd.grad(loss, leaves, allow_unused=True) if len(h) else [None] * 3
-            g_a, g_q, g_s = (torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves))
-        with torch.no_grad():
+            if self.reduction == "mean" and len(h):  # an empty batch gives 0, not NaN
+                loss, g_a, g_q, g_s = loss / len(h), g_a / len(h), g_q / len(h), g_s / len(h)
             grad_H = g_a[:, None] * W_c + g_s[:, None] * self.wbar + 2 * g_q[:, None] * HQ
             grad_h = grad_H[:, : self.in_features].to(h.dtype)
         loss = loss.detach().to(h.dtype)
@@ -277,10 +273,12 @@ class FactoredSphericalLayer(nn.Module):
         shrink = 1.0 - lr * wd
         if shrink <= 0:
             raise ValueError(f"FactoredSphericalLayer.step: lr·weight_decay must be < 1; got {lr * wd}.")
-        H = torch.cat([r.h for r in ready])
-        target = torch.cat([r.target for r in ready])
-        g_a, g_q, g_s = (torch.cat([getattr(r, k) * r.scale for r in ready]) for k in ("g_a", "g_q", "g_s"))
-        W_c, HQ = torch.cat([r.W_c for r in ready]), torch.cat([r.HQ for r in ready])
+        def stack(key: str, scaled: bool = False) -> Tensor:
+            parts = [getattr(r, key) * r.scale if scaled and r.scale != 1.0 else getattr(r, key) for r in ready]
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+        H, target, W_c, HQ = stack("h"), stack("target"), stack("W_c"), stack("HQ")
+        g_a, g_q, g_s = stack("g_a", True), stack("g_q", True), stack("g_s", True)
         # W' = shrink·(W − (lr/shrink)·G·Hᵀ): the gradient step uses the pre-decay W, then one rescale.
         self._gradient_step(H, target, g_a, g_q, g_s, W_c, HQ, lr / shrink)
         if wd > 0:
@@ -303,37 +301,42 @@ class FactoredSphericalLayer(nn.Module):
         for a float32 layer: about 2.5× faster on a CPU); an increment's rounding error is relative
         to the increment, so the state keeps close to float64 accuracy (see the drift test).
         """
-        D, cd = self.num_classes, self.V.dtype
+        D, cd, m, d = self.num_classes, self.V.dtype, len(H), self.d
         Hc = H.to(cd)  # operands of the products, cast once
-
-        def f64(t: Tensor) -> Tensor:
-            return t.to(F64)
-
-        Z = g_a[:, None] * W_c + g_s[:, None] * self.wbar  # rows of Wᵀ(Ẏ + 1g_sᵀ)
-        grad_H = Z + 2 * g_q[:, None] * HQ  # rows ∂L/∂h_j = W_jᵀ G_j
-        Hw = H @ self.wbar
-        # M = GᵀG (m×m), written without the m×D matrix G
         two_gq = 2 * g_q
-        BtZ = two_gq[:, None] * f64(Hc @ Z.to(cd).T)
-        M = BtZ + BtZ.T
-        M += (two_gq[:, None] * two_gq[None, :]) * f64(HQ.to(cd) @ Hc.T)
-        M += D * g_s[:, None] * g_s[None, :] + g_s[:, None] * g_a[None, :] + g_a[:, None] * g_s[None, :]
-        M += (g_a[:, None] * g_a[None, :]) * (target[:, None] == target[None, :])
-        # U ← U(I − η H Bᵀ) with B = 2 Hᵀ diag(g_q); U^{-T} by Woodbury
-        Bt = (two_gq[:, None] * H).to(cd)  # (m, d) = Bᵀ
-        K = torch.eye(len(H), dtype=F64, device=H.device) - eta * f64(Hc @ Bt.T)  # I − η HᵀB, column form
-        X = torch.linalg.inv(K).to(cd) @ Hc  # (I − η HᵀB)^{-1} Hᵀ, transposed (inv + mm beats a solve here)
-        self.UinvT.add_(f64((self.UinvT.to(cd) @ Bt.T) @ X), alpha=eta)
-        self.U.sub_(f64(self.U.to(cd) @ (Hc.T @ Bt)), alpha=eta)
+        Bt = two_gq[:, None] * H  # Bᵀ, B = 2 Hᵀ diag(g_q): the outputs' part of G is W·B
+        Z = g_a[:, None] * W_c + g_s[:, None] * self.wbar  # rows of Wᵀ(Ẏ + 1g_sᵀ)
+        grad_H = Z + two_gq[:, None] * HQ  # rows ∂L/∂h_j = W_jᵀ G_j
+        # M = GᵀG (m×m) without the m×D matrix G: with L = [Bᵀ, Z, g_s, g_a] and the symmetric
+        # S = [[Q, I, 0, 0], [I, 0, 0, 0], [0, 0, D, 1], [0, 0, 1, 0]], GᵀG = L S Lᵀ + Ẏᵀ Ẏ,
+        # and L S = [Bᵀ Q + Z, Bᵀ, D g_s + g_a, g_s] = [grad_H, Bᵀ, D g_s + g_a, g_s]: one product.
+        LS = torch.cat([grad_H, Bt, (D * g_s + g_a)[:, None], g_s[:, None]], dim=1).to(cd)
+        L = torch.cat([Bt, Z, g_s[:, None], g_a[:, None]], dim=1).to(cd)
+        M = (LS @ L.T).to(F64)
+        M += (g_a[:, None] * g_a[None, :]) * (target[:, None] == target[None, :])  # ẎᵀẎ: same target
+        # U ← U(I − η S_d) with the symmetric S_d = H B (d×d); U^{-T} ← U^{-T}(I − η S_d)^{-1}
+        Btc = Bt.to(cd)
+        if 2 * m < d:  # Woodbury: (I − η Hᵀ Bᵀ)^{-1} = I + η Hᵀ (I − η Bᵀ Hᵀ... )^{-1} B, an m×m inverse
+            K = torch.eye(m, dtype=F64, device=H.device) - eta * (Hc @ Btc.T).to(F64)
+            X = torch.linalg.inv(K).to(cd) @ Hc  # (I − η HᵀB)^{-1} Hᵀ, transposed
+            self.UinvT.add_(((self.UinvT.to(cd) @ Btc.T) @ X).to(F64), alpha=eta)
+            self.U.sub_(((self.U.to(cd) @ Hc.T) @ Btc).to(F64), alpha=eta)  # 2md² here, not md² + d³
+        else:  # a d×d inverse is the cheaper one
+            S_d = (Hc.T @ Btc).to(F64)
+            eye = torch.eye(d, dtype=F64, device=H.device)
+            P_minus_I = torch.linalg.inv(eye - eta * S_d) - eye  # = η S_d (I − η S_d)^{-1}, small
+            self.U.sub_((self.U.to(cd) @ S_d.to(cd)).to(F64), alpha=eta)
+            self.UinvT.add_((self.UinvT.to(cd) @ P_minus_I.to(cd)).to(F64))
         # ω ← ω − η H(2 g_q ⊙ Hᵀω + g_s), with the old ω
         self.omega.sub_(H.T @ (two_gq * (H @ self.omega) + g_s), alpha=eta)
         # sparse rows: V[c_j] −= η g_a,j (U_new^{-T} h_j)ᵀ, accumulated over duplicate targets
-        rows = (-eta * g_a).to(cd)[:, None] * (Hc @ self.UinvT.to(cd).T)
+        rows = Hc @ self.UinvT.to(cd).T
+        rows *= (-eta * g_a).to(cd)[:, None]
         self.V.index_add_(0, target, rows)
         # Q − η(grad_Hᵀ H + Hᵀ grad_H) + η² HᵀMH = Q + T + Tᵀ with T = Hᵀ(½η² M H − η grad_H)
-        T = f64(Hc.T @ (0.5 * eta * eta * (M.to(cd) @ Hc) - eta * grad_H.to(cd)))
+        T = (Hc.T @ (0.5 * eta * eta * (M.to(cd) @ Hc) - eta * grad_H.to(cd))).to(F64)
         self.Q.add_(T + T.T)
-        self.wbar.sub_(H.T @ (g_a + D * g_s + two_gq * Hw), alpha=eta)
+        self.wbar.sub_(H.T @ (g_a + D * g_s + two_gq * (H @ self.wbar)), alpha=eta)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()

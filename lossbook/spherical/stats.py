@@ -31,6 +31,7 @@ __all__ = [
     "spherical_softmax_stats",
     "squared_error_stats",
     "STATS_LOSSES",
+    "STATS_PARTIALS",
 ]
 
 
@@ -93,4 +94,64 @@ STATS_LOSSES: dict[str, Callable[..., Tensor]] = {
     "taylor_softmax": taylor_softmax_stats,
     "spherical_softmax": spherical_softmax_stats,
     "squared_error": squared_error_stats,
+}
+
+
+# --- closed-form partials, for the factored layer -------------------------------------------------
+# Each returns (loss, ∂loss/∂a, ∂loss/∂q, ∂loss/∂s) per example, in float64, for the loss of the
+# same name above. The factored layer needs exactly these four vectors per step; computing them in
+# closed form avoids an autograd pass per step. tests/test_spherical_losses.py holds each against
+# autograd through the function above, so the two forms cannot drift apart.
+
+Partials = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def z_loss_partials(a: Tensor, q: Tensor, s: Tensor, num_classes: int, *, a_z: float = 1.0,
+                    b: float = 0.0) -> Partials:
+    """:func:`z_loss_stats` and its partials: with z = (a − μ)/σ and ℓ'(z) = −sigmoid(a_z(b − z)),
+    ∂ℓ/∂a = ℓ'/σ, ∂ℓ/∂q = −ℓ'·z/(2Dσ²), ∂ℓ/∂s = ℓ'·(zμ/σ − 1)/(Dσ); 0 for a constant row."""
+    a64, q64, s64 = _f64(a, q, s)
+    D = num_classes
+    mu = s64 / D
+    mean_sq = q64 / D
+    var = mean_sq - mu * mu
+    spread = var > _Z_VAR_RTOL * mean_sq
+    inv_sigma = torch.where(spread, var, torch.ones_like(var)).rsqrt_().mul_(spread)  # 0 on constant rows
+    z = (a64 - mu) * inv_sigma
+    u = a_z * (b - z)
+    dz = -torch.sigmoid(u)  # ∂ℓ/∂z
+    g_a = dz * inv_sigma
+    g_q = dz * z * inv_sigma * inv_sigma * (-0.5 / D)
+    g_s = dz * (z * mu * inv_sigma - 1) * inv_sigma / D
+    return softplus(u) / a_z, g_a, g_q, g_s
+
+
+def taylor_softmax_partials(a: Tensor, q: Tensor, s: Tensor, num_classes: int) -> Partials:
+    """:func:`taylor_softmax_stats` and its partials."""
+    a64, q64, s64 = _f64(a, q, s)
+    den = num_classes + s64 + q64 / 2
+    num = 1 + a64 + a64 * a64 / 2
+    return torch.log(den) - torch.log(num), -(1 + a64) / num, 0.5 / den, 1 / den
+
+
+def spherical_softmax_partials(a: Tensor, q: Tensor, s: Tensor, num_classes: int, *,
+                               eps: float = 1e-3) -> Partials:
+    """:func:`spherical_softmax_stats` and its partials (∂/∂s = 0)."""
+    a64, q64, _ = _f64(a, q, s)
+    num, den = a64 * a64 + eps, q64 + num_classes * eps
+    return torch.log(den) - torch.log(num), -2 * a64 / num, 1 / den, torch.zeros_like(a64)
+
+
+def squared_error_partials(a: Tensor, q: Tensor, s: Tensor, num_classes: int) -> Partials:
+    """:func:`squared_error_stats` and its partials: (q − 2a + 1, −2, 1, 0)."""
+    a64, q64, _ = _f64(a, q, s)
+    return q64 - 2 * a64 + 1, torch.full_like(a64, -2.0), torch.ones_like(a64), torch.zeros_like(a64)
+
+
+#: Closed-form (loss, ∂/∂a, ∂/∂q, ∂/∂s) by registry name; the factored layer uses these.
+STATS_PARTIALS: dict[str, Callable[..., Partials]] = {
+    "z_loss": z_loss_partials,
+    "taylor_softmax": taylor_softmax_partials,
+    "spherical_softmax": spherical_softmax_partials,
+    "squared_error": squared_error_partials,
 }

@@ -1,0 +1,144 @@
+"""Timing of one training step, shared by ``benchmarks/`` and the chapters' speed sections.
+
+A *step factory* returns a zero-argument function that runs one full training step (forward,
+backward, update) of an output layer; :func:`time_step` times it, :func:`peak_memory_mb` measures
+its memory. Ratios are always measured side by side in one process, never against stored numbers.
+
+    from lossbook.benchmark import output_layer_step, time_step
+    ms = 1e3 * time_step(output_layer_step("factored", D=100_000, d=128, m=128))
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["OUTPUT_LAYER_METHODS", "output_layer_step", "time_step", "peak_memory_mb", "vm_hwm_kb", "sync"]
+
+#: What :func:`output_layer_step` can build. ``softmax``: nn.Linear + F.cross_entropy + SGD;
+#: ``dense_z``: nn.Linear + the dense Z-loss + SGD; ``adaptive_zipf`` / ``adaptive_uniform``:
+#: nn.AdaptiveLogSoftmaxWithLoss + SGD with Zipfian or uniform targets; ``factored``:
+#: FactoredSphericalLayer("z_loss") with its exact step.
+OUTPUT_LAYER_METHODS = ("softmax", "dense_z", "adaptive_zipf", "adaptive_uniform", "factored")
+
+
+def _zipf_targets(m: int, D: int, generator: torch.Generator) -> torch.Tensor:
+    ranks = torch.arange(1, D + 1, dtype=torch.float64)
+    return torch.multinomial(1.0 / ranks, m, replacement=True, generator=generator)
+
+
+def output_layer_step(method: str, D: int, d: int, m: int, device="cpu", *, lr: float = 0.01,
+                      seed: int = 0) -> Callable[[], None]:
+    """A zero-argument function doing one training step of an output layer with D classes, hidden
+    size d and a batch of m random hidden states (the network below is left out)."""
+    from .spherical import FactoredSphericalLayer, z_loss
+
+    if method not in OUTPUT_LAYER_METHODS:
+        raise ValueError(f"output_layer_step: method must be one of {OUTPUT_LAYER_METHODS}; got {method!r}.")
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(m, d, generator=g).to(device).requires_grad_(True)
+    uniform = torch.randint(0, D, (m,), generator=g).to(device)
+    if method in ("softmax", "dense_z"):
+        lin = torch.nn.Linear(d, D, device=device)
+        opt = torch.optim.SGD(lin.parameters(), lr=lr)
+        loss_fn = F.cross_entropy if method == "softmax" else z_loss
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            h.grad = None
+            loss_fn(lin(h), uniform).backward()
+            opt.step()
+
+        return step
+    if method.startswith("adaptive"):
+        cutoffs = [c for c in (2_000, 20_000, 200_000) if c < D]
+        asm = torch.nn.AdaptiveLogSoftmaxWithLoss(d, D, cutoffs=cutoffs, div_value=4.0).to(device)
+        opt = torch.optim.SGD(asm.parameters(), lr=lr)
+        y = _zipf_targets(m, D, g).to(device) if method == "adaptive_zipf" else uniform
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            h.grad = None
+            asm(h, y).loss.backward()
+            opt.step()
+
+        return step
+    layer = FactoredSphericalLayer(d, D, loss="z_loss", device=device)
+
+    def step() -> None:
+        h.grad = None
+        layer(h, uniform).backward()
+        layer.step(lr)
+
+    return step
+
+
+def sync(device) -> None:
+    """Wait for queued GPU work (a no-op on CPU), so that wall-clock times mean something."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_step(step: Callable[[], None], device="cpu", *, min_time: float = 1.0, max_reps: int = 200,
+              warmup: int = 1) -> float:
+    """Seconds per call of ``step``: ``warmup`` untimed calls, then timed calls until ``min_time``
+    seconds or ``max_reps`` calls have passed. Returns the median call, which a burst of other work
+    on a shared machine moves less than the mean."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start >= min_time or len(times) >= max_reps:
+            return statistics.median(times)
+
+
+def vm_hwm_kb() -> int:
+    """This process's peak resident memory (VmHWM, Linux). Unlike ru_maxrss it starts afresh at exec,
+    so a child process does not inherit its parent's high-water mark."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def peak_memory_mb(factory: str, *args, device="cpu", **kwargs) -> float:
+    """Peak memory of two steps of ``factory(*args, device=device, **kwargs)``, in MiB.
+
+    ``factory`` is a "module:function" path (e.g. ``"lossbook.benchmark:output_layer_step"``) so
+    that on CPU the steps can run in a fresh process: the number is that process's peak resident
+    memory minus that of a process that only imported the module. On CUDA it is
+    ``torch.cuda.max_memory_allocated`` in this process.
+    """
+    module, _, name = factory.partition(":")
+    if torch.device(device).type == "cuda":
+        import importlib
+
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        step = getattr(importlib.import_module(module), name)(*args, device=device, **kwargs)
+        step()
+        step()
+        sync(device)
+        return torch.cuda.max_memory_allocated() / 2**20
+    root = str(Path(__file__).resolve().parent.parent)
+    prelude = (f"import sys; sys.path.insert(0, {root!r}); import torch; torch.set_num_threads(1); "
+               f"import {module} as _m; from lossbook.benchmark import vm_hwm_kb;")
+    code = prelude + f"s = _m.{name}(*{args!r}, device={str(device)!r}, **{kwargs!r}); s(); s(); print(vm_hwm_kb())"
+
+    def run(c: str) -> int:
+        return int(subprocess.run([sys.executable, "-c", c], capture_output=True, text=True, check=True).stdout)
+
+    return (run(code) - run(prelude + "print(vm_hwm_kb())")) / 1024
