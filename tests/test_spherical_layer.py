@@ -259,3 +259,22 @@ def test_statistics_match_explicit_outputs():
     ra, rq, rs = output_stats(layer.scores(h), y)
     for got, ref in ((a, ra), (q, rq), (s, rs)):
         torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_step_is_exact_when_i_minus_eta_s_is_not_positive_definite():
+    """A learning rate so large that I − η·S_d is indefinite: the Cholesky path must hand over to the
+    general inverse, and the step must still equal dense SGD."""
+    g = torch.Generator().manual_seed(11)
+    layer = FactoredSphericalLayer(3, 20, loss="squared_error", dtype=F64, generator=g, stabilize_every=0)
+    ref = DenseReference(layer)
+    h, y = make_batch(g, 8, 3, 20)
+    H = torch.cat([h, torch.ones(8, 1, dtype=F64)], 1)
+    lr = 5.0
+    S_d = H.T @ (2 * H / 8)  # squared error: g_q = 1/m for every example
+    assert float(torch.linalg.eigvalsh(torch.eye(4, dtype=F64) - lr * S_d).min()) < 0
+    layer(h, y).backward()
+    layer.step(lr)
+    _, _, gW, gb = ref.loss_and_grad(h, y)
+    ref.sgd(gW, gb, lr, 0.0)
+    Wf = torch.cat([t if t.dim() == 2 else t[:, None] for t in layer.dense_weight()], 1)
+    assert rel(Wf, ref.full()) <= 1e-10

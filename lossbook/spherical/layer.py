@@ -324,7 +324,10 @@ class FactoredSphericalLayer(nn.Module):
         else:  # a d×d inverse is the cheaper one
             S_d = (Hc.T @ Btc).to(F64)
             eye = torch.eye(d, dtype=F64, device=H.device)
-            P_minus_I = torch.linalg.inv(eye - eta * S_d) - eye  # = η S_d (I − η S_d)^{-1}, small
+            A = eye - eta * S_d  # symmetric, positive definite unless η·S_d has an eigenvalue ≥ 1
+            chol, info = torch.linalg.cholesky_ex(A)
+            A_inv = torch.cholesky_inverse(chol) if int(info) == 0 else torch.linalg.inv(A)  # Cholesky: half an LU
+            P_minus_I = A_inv - eye  # = η S_d (I − η S_d)^{-1}, small
             self.U.sub_((self.U.to(cd) @ S_d.to(cd)).to(F64), alpha=eta)
             self.UinvT.add_((self.UinvT.to(cd) @ P_minus_I.to(cd)).to(F64))
         # ω ← ω − η H(2 g_q ⊙ Hᵀω + g_s), with the old ω
