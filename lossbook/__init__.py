@@ -8,6 +8,26 @@
 
 from . import functional
 from .registry import FAMILIES, LossInfo, get_loss, list_losses, loss_info, loss_table, register_loss
+from .robust import (
+    ActivePassiveLoss,
+    ALDRKLLoss,
+    LDRKLLoss,
+    NormalizedCrossEntropyLoss,
+    NormalizedFocalLoss,
+    NormalizedGeneralizedCrossEntropyLoss,
+    NormalizedMeanAbsoluteErrorLoss,
+    NormalizedReverseCrossEntropyLoss,
+    ReverseCrossEntropyLoss,
+    SymmetricCrossEntropyLoss,
+)
+from .sampled import (
+    CosineContrastiveLoss,
+    DecoupledSoftmaxLoss,
+    InBatchSoftmaxLoss,
+    PairwiseSoftmaxLoss,
+    PartialFC,
+    SampledSoftmaxLayer,
+)
 from .softmax import (
     CompSumLoss,
     CrossEntropyLoss,
@@ -38,4 +58,20 @@ __all__ = [
     "FactoredSphericalLayer",
     "SphericalSoftmaxLoss",
     "SquaredErrorLoss",
+    "InBatchSoftmaxLoss",
+    "CosineContrastiveLoss",
+    "PairwiseSoftmaxLoss",
+    "DecoupledSoftmaxLoss",
+    "SampledSoftmaxLayer",
+    "PartialFC",
+    "ReverseCrossEntropyLoss",
+    "SymmetricCrossEntropyLoss",
+    "NormalizedCrossEntropyLoss",
+    "NormalizedFocalLoss",
+    "NormalizedGeneralizedCrossEntropyLoss",
+    "NormalizedMeanAbsoluteErrorLoss",
+    "NormalizedReverseCrossEntropyLoss",
+    "ActivePassiveLoss",
+    "LDRKLLoss",
+    "ALDRKLLoss",
 ]

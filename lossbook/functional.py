@@ -5,6 +5,29 @@
 """
 
 from .registry import list_losses, loss_info
+from .robust import (
+    active_passive_loss,
+    aldr_kl_loss,
+    ldr_kl_loss,
+    normalized_cross_entropy,
+    normalized_focal_loss,
+    normalized_generalized_cross_entropy,
+    normalized_mean_absolute_error,
+    normalized_reverse_cross_entropy,
+    reverse_cross_entropy,
+    symmetric_cross_entropy,
+)
+from .sampled import (
+    cosine_contrastive_loss,
+    decoupled_softmax_loss,
+    decoupled_softmax_multilabel_loss,
+    full_softmax_loss,
+    in_batch_softmax_loss,
+    nce_loss,
+    pairwise_softmax_loss,
+    partial_fc_loss,
+    sampled_softmax_loss,
+)
 from .softmax import (
     comp_sum_loss,
     cross_entropy,
@@ -24,6 +47,25 @@ __all__ = [
     "taylor_softmax_loss",
     "spherical_softmax_loss",
     "squared_error_loss",
+    "in_batch_softmax_loss",
+    "cosine_contrastive_loss",
+    "pairwise_softmax_loss",
+    "decoupled_softmax_loss",
+    "decoupled_softmax_multilabel_loss",
+    "sampled_softmax_loss",
+    "nce_loss",
+    "full_softmax_loss",
+    "partial_fc_loss",
+    "reverse_cross_entropy",
+    "symmetric_cross_entropy",
+    "normalized_cross_entropy",
+    "normalized_focal_loss",
+    "normalized_generalized_cross_entropy",
+    "normalized_mean_absolute_error",
+    "normalized_reverse_cross_entropy",
+    "active_passive_loss",
+    "ldr_kl_loss",
+    "aldr_kl_loss",
 ]
 
 

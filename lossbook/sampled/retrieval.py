@@ -1,0 +1,281 @@
+r"""Losses on a score matrix over sampled candidates, from retrieval and recommendation:
+SimpleX's cosine contrastive loss, PSL (pairwise softmax loss) and DEXML's decoupled softmax.
+
+Every function takes ``input`` (N, C): scores of N queries against C candidates (cosines for CCL
+and PSL), and ``target`` (N,): the column of each row's positive; the other columns are its
+negatives (in-batch items, sampled items, or both).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._validation import (
+    _dtype,
+    _shape,
+    check_index_range,
+    check_logits,
+    check_number,
+    check_reduction,
+    reduce_loss,
+    target_kind,
+)
+from ..registry import register_loss
+from ..softmax._per_class import per_class_loss
+from .in_batch import _CandidateLossModule
+
+__all__ = [
+    "cosine_contrastive_loss",
+    "pairwise_softmax_loss",
+    "psl_activation",
+    "decoupled_softmax_loss",
+    "decoupled_softmax_multilabel_loss",
+    "CosineContrastiveLoss",
+    "PairwiseSoftmaxLoss",
+    "DecoupledSoftmaxLoss",
+]
+
+
+def _validate(name: str, input: Tensor, target: Tensor, reduction: str, ignore_index: int,
+              min_classes: int = 1) -> Tensor:
+    check_logits(name, input)
+    check_reduction(name, reduction)
+    target_kind(name, input, target, allow_prob=False)
+    if input.shape[1] < min_classes:
+        raise ValueError(f"{name}: needs at least one negative column besides the positive; got scores of shape "
+                         f"{_shape(input)}.")
+    return check_index_range(name, target, input.shape[1], ignore_index)
+
+
+def _split(input: Tensor, target: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(positive score (N,), is-negative mask (N, C), safe target)."""
+    safe = torch.where(valid, target, 0)
+    pos = input.gather(1, safe.unsqueeze(1)).squeeze(1)
+    neg = torch.arange(input.shape[1], device=input.device).unsqueeze(0) != safe.unsqueeze(1)
+    return pos, neg, safe
+
+
+def _reduce(per_row: Tensor, valid: Tensor, reduction: str) -> Tensor:
+    per_row = torch.where(valid, per_row, torch.zeros_like(per_row))
+    return reduce_loss(per_row, reduction, denominator=valid.sum().to(per_row.dtype))
+
+
+# --- SimpleX: cosine contrastive loss ------------------------------------------------------------------
+
+
+def _check_ccl(margin=0.5, negative_weight=10.0):
+    check_number("cosine_contrastive_loss", "margin", margin)
+    check_number("cosine_contrastive_loss", "negative_weight", negative_weight, low=0.0)
+
+
+@register_loss(
+    "cosine_contrastive",
+    family="sampled",
+    paper="mao2021simplex",
+    target="index",
+    properties={"nonnegative": True, "shift_invariant": False, "symmetric": False},
+    supports=("ignore_index",),
+    summary="SimpleX's cosine contrastive loss: ReLU(1 − ŷ⁺) + (w/|N|) Σ_j ReLU(ŷ_j⁻ − m) on cosines.",
+    formula=r"\ell = \max(0, 1 - \hat y^+) + \frac{w}{|\mathcal N|}\sum_{j\in\mathcal N}\max(0, \hat y_j^- - m)",
+)
+def cosine_contrastive_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    margin: float = 0.5,
+    negative_weight: float = 10.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""SimpleX's cosine contrastive loss (CCL; Mao et al. 2021).
+
+    With ŷ the cosine scores, per row: ReLU(1 − ŷ⁺) + (w/|N|)·Σ_{j∈N} ReLU(ŷ_j − m), where ŷ⁺ is the
+    target column and N the other columns: negatives only count above the margin m, and their
+    mean is weighted by w. As in RecBole's ``SimpleX`` (``pos_loss + neg_loss.mean(1) * w``);
+    defaults m = 0.5, w = 10 are RecBole's ``SimpleX.yaml``.
+    """
+    name = "cosine_contrastive_loss"
+    _check_ccl(margin, negative_weight)
+    valid = _validate(name, input, target, reduction, ignore_index, min_classes=2)
+    pos, neg, _ = _split(input, target, valid)
+    neg_term = torch.where(neg, F.relu(input - margin), torch.zeros_like(input)).sum(1) / (input.shape[1] - 1)
+    return _reduce(F.relu(1.0 - pos) + negative_weight * neg_term, valid, reduction)
+
+
+cosine_contrastive_loss.check_hyperparameters = _check_ccl
+
+
+class CosineContrastiveLoss(_CandidateLossModule, loss="cosine_contrastive"):
+    """Module form of :func:`lossbook.functional.cosine_contrastive_loss`."""
+
+
+# --- PSL: pairwise softmax loss ----------------------------------------------------------------------------
+
+_ACTIVATIONS = ("tanh", "atan", "relu", "identity")
+
+
+def psl_activation(d: Tensor, activation: str = "tanh") -> Tensor:
+    r"""PSL's σ(d), which replaces d in exp(d) by a tighter surrogate of the step function:
+
+    * ``"tanh"``: log(tanh d + 1) = log 2 + log sigmoid(2d) (computed in this stable form);
+    * ``"atan"``: log(arctan d + 1), −inf where arctan d + 1 ≤ 0 (d ≤ −tan 1);
+    * ``"relu"``: log ReLU(d + 1), −inf where d ≤ −1;
+    * ``"identity"``: d (PSL becomes the softmax loss over the negatives).
+
+    All satisfy 𝟙(d ≥ 0) ≤ exp σ(d) ≤ exp d on d ∈ [−1, 1] (the paper's condition, which
+    cosine scores with temperature τ ≥ 2 meet).
+    """
+    if activation == "tanh":
+        return math.log(2.0) + F.logsigmoid(2.0 * d)
+    if activation == "identity":
+        return d
+    if activation == "relu":
+        arg = d + 1.0
+    elif activation == "atan":
+        arg = torch.atan(d) + 1.0
+    else:
+        raise ValueError(f"psl_activation: activation must be one of {_ACTIVATIONS}; got {activation!r}.")
+    ok = arg > 0
+    return torch.where(ok, torch.log(torch.where(ok, arg, torch.ones_like(arg))), torch.full_like(arg, -math.inf))
+
+
+def _check_psl(temperature=2.0, robust_temperature=1.0, activation="tanh"):
+    check_number("pairwise_softmax_loss", "temperature", temperature, low=0.0, low_open=True)
+    check_number("pairwise_softmax_loss", "robust_temperature", robust_temperature, low=0.0, low_open=True)
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"pairwise_softmax_loss: activation must be one of {_ACTIVATIONS}; got {activation!r}.")
+
+
+@register_loss(
+    "pairwise_softmax",
+    family="sampled",
+    paper="yang2024psl",
+    target="index",
+    properties={"shift_invariant": True, "symmetric": False},
+    supports=("ignore_index",),
+    summary="PSL: log Σ_j exp(σ(d_j)/τ*), d_j = (ŷ_j − ŷ⁺)/τ, σ a surrogate activation (tanh, atan, relu).",
+    formula=r"\ell = \log \sum_{j\in\mathcal N} \exp\!\big(\sigma(d_j)/\tau^*\big),\ d_j = (\hat y_j - \hat y^+)/\tau",
+)
+def pairwise_softmax_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    temperature: float = 2.0,
+    robust_temperature: float = 1.0,
+    activation: str = "tanh",
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Pairwise softmax loss PSL1 (Yang et al. 2024).
+
+    With d_j = (ŷ_j − ŷ⁺)/τ over the negative columns j (ŷ cosine scores, τ = ``temperature``) and
+    τ* = ``robust_temperature``, per row: log Σ_j exp(σ(d_j)/τ*), σ from :func:`psl_activation`.
+    σ = identity gives the softmax loss over the negatives, log Σ_j e^{(ŷ_j − ŷ⁺)/(τ τ*)}. As in the
+    authors' ``optim_PSL.py`` (method 1, ``logsumexp(sigma(d) / tau_star)`` over sampled
+    negatives); defaults τ = 2, τ* = 1, tanh are that code's CLI defaults (the authors tune τ*).
+    The BPR-like PSL2 = log mean_j exp(σ(d_j)/τ*) equals this minus log|N| for one positive per row.
+    """
+    name = "pairwise_softmax_loss"
+    _check_psl(temperature, robust_temperature, activation)
+    valid = _validate(name, input, target, reduction, ignore_index, min_classes=2)
+    pos, neg, _ = _split(input, target, valid)
+    d = (input - pos.unsqueeze(1)) / temperature
+    z = psl_activation(d, activation) / robust_temperature
+    per_row = torch.logsumexp(z.masked_fill(~neg, -math.inf), dim=1)
+    return _reduce(per_row, valid, reduction)
+
+
+pairwise_softmax_loss.check_hyperparameters = _check_psl
+
+
+class PairwiseSoftmaxLoss(_CandidateLossModule, loss="pairwise_softmax"):
+    """Module form of :func:`lossbook.functional.pairwise_softmax_loss`."""
+
+
+# --- DEXML: decoupled softmax ------------------------------------------------------------------------------
+
+
+def _neg_log(log_p: Tensor) -> Tensor:
+    return -log_p
+
+
+def _check_positives(name: str, positives, input: Tensor) -> Tensor:
+    if not isinstance(positives, Tensor) or positives.dtype != torch.bool or positives.shape != input.shape:
+        got = f"{_dtype(positives)} of shape {_shape(positives)}" if isinstance(positives, Tensor) else \
+            type(positives).__name__
+        raise ValueError(f"{name}: positives must be a bool mask of the scores' shape {_shape(input)} (True at "
+                         f"every positive label of the row); got {got}. Use positives.bool().")
+    if positives.device != input.device:
+        raise ValueError(f"{name}: positives are on {positives.device} but the scores on {input.device}.")
+    return positives
+
+
+@register_loss(
+    "decoupled_softmax",
+    family="sampled",
+    paper="gupta2024dexml",
+    target="index",
+    properties={"shift_invariant": True, "nonnegative": True, "bounded": False, "symmetric": False},
+    supports=("ignore_index",),
+    summary="DEXML's decoupled softmax: each positive in its own softmax against the negatives only.",
+    formula=r"\ell = -\log \frac{e^{s_y}}{e^{s_y} + \sum_{n \notin P} e^{s_n}}",
+)
+def decoupled_softmax_loss(
+    input: Tensor,
+    target: Tensor,
+    positives: Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Decoupled softmax of DEXML (Gupta et al. 2024), one row per (query, positive) pair.
+
+    Row i scores a query against C labels; ``target`` is the positive this row trains, and
+    ``positives`` (N, C) bool marks every positive label of the query: those other than the
+    target are removed from the denominator, −log(e^{s_y} / (e^{s_y} + Σ_{n∉P} e^{s_n})). Without
+    ``positives`` this is cross-entropy. For DEXML's per-query average over all positives use
+    :func:`decoupled_softmax_multilabel_loss`.
+    """
+    name = "decoupled_softmax_loss"
+    check_logits(name, input)
+    check_reduction(name, reduction)
+    target_kind(name, input, target, allow_prob=False)
+    valid = check_index_range(name, target, input.shape[1], ignore_index)
+    logits = input
+    if positives is not None:
+        positives = _check_positives(name, positives, input)
+        _, neg, _ = _split(input, target, valid)
+        logits = input.masked_fill(positives & neg & valid.unsqueeze(1), -math.inf)
+    return per_class_loss(name, logits, target, _neg_log, weight=None, ignore_index=ignore_index,
+                          reduction=reduction, label_smoothing=0.0)
+
+
+class DecoupledSoftmaxLoss(_CandidateLossModule, loss="decoupled_softmax"):
+    """Module form of :func:`lossbook.functional.decoupled_softmax_loss`;
+    ``forward(scores, target, positives=None)``."""
+
+
+def decoupled_softmax_multilabel_loss(input: Tensor, positives: Tensor, *, reduction: str = "mean") -> Tensor:
+    r"""DEXML's decoupled softmax over multi-label rows (``losses.py``, ``decoupled-softmax``).
+
+    For query i with positive set P_i (``positives`` (N, C) bool) and negatives N_i = the other
+    columns: ℓ_i = (1/|P_i|)·Σ_{l∈P_i} −log(e^{s_l} / (e^{s_l} + Σ_{n∈N_i} e^{s_n})); a query
+    without positives gives 0 and still counts in the ``"mean"`` (DEXML divides by the batch
+    size). Returns (N,) for ``reduction="none"``.
+    """
+    name = "decoupled_softmax_multilabel_loss"
+    check_logits(name, input)
+    check_reduction(name, reduction)
+    positives = _check_positives(name, positives, input)
+    has_neg = (~positives).any(dim=1, keepdim=True)
+    # log Σ_{n∈N_i} e^{s_n}; rows without negatives get −inf (computed on a safe copy: no NaN gradient)
+    safe = torch.where(has_neg, input.masked_fill(positives, -math.inf), torch.zeros_like(input))
+    lse_neg = torch.where(has_neg.squeeze(1), torch.logsumexp(safe, dim=1), torch.full_like(input[:, 0], -math.inf))
+    pair = F.softplus(lse_neg.unsqueeze(1) - input)  # −log(e^{s_l} / (e^{s_l} + e^{lse_neg}))
+    num_pos = positives.sum(dim=1)
+    per_row = torch.where(positives, pair, torch.zeros_like(pair)).sum(dim=1) / num_pos.clamp_min(1).to(input.dtype)
+    return reduce_loss(per_row, reduction)
