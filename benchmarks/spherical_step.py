@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lossbook.benchmark import OUTPUT_LAYER_METHODS as METHODS  # noqa: E402
-from lossbook.benchmark import output_layer_step, peak_memory_mb, time_step  # noqa: E402
+from lossbook.benchmark import OUTPUT_LAYER_METHODS as METHODS
+from lossbook.benchmark import output_layer_step, peak_memory_mb, time_step
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,12 @@
 * :class:`GaussianMixture` — Gaussian classes with a shared isotropic covariance, whose Bayes
   posterior is known in closed form (a softmax of affine scores);
 * :func:`symmetric_noise`, :func:`asymmetric_noise`, :func:`long_tail` — label-noise and long-tail
-  transforms that return new tensors and never modify their inputs.
+  transforms that return new tensors and never modify their inputs;
+* :func:`vmf_identities` — a synthetic "identities" set for face-recognition-style training and
+  verification: von Mises–Fisher clusters on a sphere, seen through a fixed non-linear map with
+  nuisance factors;
+* :func:`latent_factor_interactions` — a synthetic recommender: users and items with latent
+  factors and a Zipfian item popularity, split into train and test interactions.
 
 Language-model data (stdlib tokens, vocabulary, n-grams, a Zipf Markov chain) is in :mod:`lossbook.corpus`.
 """
@@ -25,6 +30,10 @@ __all__ = [
     "symmetric_noise",
     "asymmetric_noise",
     "long_tail",
+    "Identities",
+    "vmf_identities",
+    "Interactions",
+    "latent_factor_interactions",
 ]
 
 
@@ -206,3 +215,164 @@ def long_tail(x: Tensor, y: Tensor, num_classes: int, *, imbalance: float, seed:
         keep.append(idx[torch.randperm(len(idx), generator=g)[:n_k]])
     keep = torch.cat(keep).to(y.device)
     return x[keep], y[keep]
+
+
+# --- synthetic identities (von Mises–Fisher) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identities:
+    """What :func:`vmf_identities` returns.
+
+    ``x`` (N, observed_dim) float32 observations and ``y`` (N,) int64 identity ids in
+    [0, num_identities), grouped by identity; ``centres`` (K, dim) float64 unit mean directions;
+    ``latent`` (N, dim) float64 unit vectors, the von Mises–Fisher draws behind ``x``.
+    """
+
+    x: Tensor
+    y: Tensor
+    centres: Tensor
+    latent: Tensor
+
+    @property
+    def num_identities(self) -> int:
+        return int(self.centres.shape[0])
+
+
+def _observation_map(dim: int, nuisance_dim: int, observed_dim: int, world_seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(world_seed)
+    n_in = dim + nuisance_dim
+    return torch.randn(n_in, observed_dim, generator=g, dtype=torch.float64) / math.sqrt(n_in)
+
+
+def vmf_identities(num_identities: int, samples_per_identity: int, *, dim: int = 16, kappa: float = 20.0,
+                   nuisance_dim: int = 16, observed_dim: int = 64, nuisance_scale: float = 1.0,
+                   gain: float = 1.5, seed: int = 0, world_seed: int = 0) -> Identities:
+    r"""A synthetic identities set: K identities, n samples each, seen through a fixed non-linear map.
+
+    Identity k has a mean direction μ_k uniform on the unit sphere S^{dim−1}; each of its samples
+    has a latent unit vector z ~ vMF(μ_k, κ) (scipy's ``vonmises_fisher``, drawn around e₁ and
+    carried to μ_k by a Householder reflection), so E[μ_kᵀz] = I_{dim/2}(κ)/I_{dim/2−1}(κ). The
+    observation is
+
+    .. math:: x = \tanh\big(g\,[\sqrt{\mathrm{dim}}\,z,\ \sigma\,\varepsilon]\,A\big),\qquad
+              \varepsilon \sim N(0, I_{\mathrm{nuisance\_dim}}),
+
+    with A (dim + nuisance_dim, observed_dim) ~ N(0, 1/(dim + nuisance_dim)) fixed by ``world_seed``
+    and ε nuisance factors (pose, light) that carry no identity. Identities and samples depend on
+    ``seed`` only, so calls with the same ``world_seed`` and different ``seed`` give *new*
+    identities seen through the *same* map: a training set and held-out identities for
+    verification (TAR@FAR, :func:`lossbook.metrics.tar_at_far`).
+    """
+    from scipy.stats import vonmises_fisher
+
+    name = "vmf_identities"
+    for arg, v, low in (("num_identities", num_identities, 1), ("samples_per_identity", samples_per_identity, 1),
+                        ("dim", dim, 2), ("nuisance_dim", nuisance_dim, 0), ("observed_dim", observed_dim, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name}: {arg} must be an int ≥ {low}; got {v!r}.")
+    if not kappa > 0:
+        raise ValueError(f"{name}: kappa (the concentration) must be > 0; got {kappa}.")
+    if nuisance_scale < 0:
+        raise ValueError(f"{name}: nuisance_scale must be ≥ 0; got {nuisance_scale}.")
+    rng = np.random.default_rng(seed)
+    k, n = num_identities, samples_per_identity
+    centres = rng.standard_normal((k, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    e1 = np.zeros(dim)
+    e1[0] = 1.0
+    w = vonmises_fisher(e1, float(kappa)).rvs(k * n, random_state=rng).reshape(k, n, dim)
+    # Householder reflection H_k = I − 2vvᵀ/‖v‖², v = e₁ − μ_k, maps e₁ to μ_k (identity when μ_k = e₁)
+    v = e1 - centres
+    vv = (v * v).sum(1)
+    coef = np.where(vv > 1e-24, 2.0 / np.where(vv > 1e-24, vv, 1.0), 0.0)
+    latent = w - coef[:, None, None] * np.einsum("kd,knd->kn", v, w)[..., None] * v[:, None, :]
+    latent = latent.reshape(k * n, dim)
+    nuisance = nuisance_scale * rng.standard_normal((k * n, nuisance_dim))
+    a = _observation_map(dim, nuisance_dim, observed_dim, world_seed)
+    full = torch.from_numpy(np.concatenate([math.sqrt(dim) * latent, nuisance], axis=1))
+    x = torch.tanh(gain * full @ a)
+    y = torch.arange(k).repeat_interleave(n)
+    return Identities(x.float(), y, torch.from_numpy(centres), torch.from_numpy(latent))
+
+
+# --- synthetic recommender ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """What :func:`latent_factor_interactions` returns.
+
+    ``train`` (U, n_train) and ``test`` (U, n_test) int64 item ids, distinct within each user;
+    ``popularity`` (I,) float64, the Zipfian item prior (item 0 the most popular);
+    ``user_factors`` (U, dim) and ``item_factors`` (I, dim), the latent factors behind the data;
+    ``scale`` = signal·√dim, so that :meth:`preference_logits` gives the true preferences.
+    """
+
+    train: Tensor
+    test: Tensor
+    popularity: Tensor
+    user_factors: Tensor
+    item_factors: Tensor
+    scale: float = 1.0
+
+    def preference_logits(self, users: Tensor | None = None) -> Tensor:
+        """log P(i | u) up to a constant: scale·⟨p_u, q_i⟩ + log π_i, (len(users), I) float64."""
+        p = self.user_factors if users is None else self.user_factors[users]
+        return self.scale * p @ self.item_factors.T + self.popularity.log()
+
+    @property
+    def num_users(self) -> int:
+        return int(self.train.shape[0])
+
+    @property
+    def num_items(self) -> int:
+        return int(self.popularity.shape[0])
+
+    def pairs(self) -> tuple[Tensor, Tensor]:
+        """The training interactions as (user, item) pairs, user-major."""
+        users = torch.arange(self.num_users).repeat_interleave(self.train.shape[1])
+        return users, self.train.reshape(-1)
+
+    def item_counts(self) -> Tensor:
+        """How often each item occurs in ``train`` (float64)."""
+        return torch.bincount(self.train.reshape(-1), minlength=self.num_items).to(torch.float64)
+
+
+def latent_factor_interactions(num_users: int, num_items: int, *, per_user: int = 25, test_per_user: int = 5,
+                               dim: int = 16, signal: float = 4.0, zipf: float = 1.0,
+                               seed: int = 0) -> Interactions:
+    r"""Implicit feedback from a latent-factor model with Zipfian popularity.
+
+    User and item factors are N(0, I/dim); item i has popularity π_i ∝ (i + 1)^{−zipf}. Each user
+    u picks ``per_user`` distinct items without replacement from
+
+    .. math:: P(i \mid u) \propto \pi_i \exp\big(\mathrm{signal}\cdot\sqrt{\mathrm{dim}}\,\langle p_u, q_i\rangle\big)
+
+    (Gumbel top-k), and a random ``test_per_user`` of them are held out. ``signal`` sets how
+    personal the choices are (0: popularity only). Reproducible from ``seed``.
+    """
+    name = "latent_factor_interactions"
+    for arg, v, low in (("num_users", num_users, 1), ("num_items", num_items, 2), ("per_user", per_user, 2),
+                        ("test_per_user", test_per_user, 1), ("dim", dim, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name}: {arg} must be an int ≥ {low}; got {v!r}.")
+    if not test_per_user < per_user <= num_items:
+        raise ValueError(f"{name}: need test_per_user < per_user ≤ num_items; got {test_per_user}, {per_user}, "
+                         f"{num_items}.")
+    if zipf < 0 or signal < 0:
+        raise ValueError(f"{name}: zipf and signal must be ≥ 0; got {zipf} and {signal}.")
+    g = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+    users = torch.randn(num_users, dim, generator=g, dtype=f64) / math.sqrt(dim)
+    items = torch.randn(num_items, dim, generator=g, dtype=f64) / math.sqrt(dim)
+    pop = torch.arange(1, num_items + 1, dtype=f64).pow(-float(zipf))
+    pop = pop / pop.sum()
+    scale = float(signal) * math.sqrt(dim)
+    logits = scale * users @ items.T + pop.log()
+    gumbel = -torch.log(-torch.log(torch.rand(num_users, num_items, generator=g, dtype=f64).clamp_min(1e-300)))
+    chosen = torch.topk(logits + gumbel, per_user, dim=1).indices
+    order = torch.rand(num_users, per_user, generator=g).argsort(dim=1)
+    chosen = chosen.gather(1, order)
+    n_train = per_user - test_per_user
+    return Interactions(chosen[:, :n_train].contiguous(), chosen[:, n_train:].contiguous(), pop, users, items, scale)
