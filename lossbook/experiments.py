@@ -29,6 +29,7 @@ __all__ = [
     "verdict_equivalent",
     "verdict_all",
     "verdict_any",
+    "verdict_every",
     "claim",
     "claims_table",
     "CLAIMS_KEY",
@@ -176,6 +177,22 @@ def verdict_all(holds, *, what: str, min_checks: int = 1) -> Verdict:
         v = SUPPORTED if n_ok == len(holds) else NOT_SUPPORTED
     return Verdict(v, f"{what}: holds in {n_ok} of {len(holds)} checks",
                    f"supported if it holds in every check (at least {min_checks}); else not supported")
+
+
+def verdict_every(verdicts: dict[str, Verdict]) -> Verdict:
+    """Claim "this holds in each of these settings" (e.g. "at 60% and at 80% noise").
+
+    Rule: *supported* when every setting's verdict is supported, *not supported at this scale*
+    when any setting's verdict is, *inconclusive* otherwise. The counterpart of :func:`verdict_any`.
+    """
+    if not verdicts:
+        raise ValueError("verdict_every: give at least one setting's verdict.")
+    kinds = [v.verdict for v in verdicts.values()]
+    v = SUPPORTED if all(k == SUPPORTED for k in kinds) else NOT_SUPPORTED if NOT_SUPPORTED in kinds else INCONCLUSIVE
+    measured = "; ".join(f"{name}: {res.measured} → {res.verdict}" for name, res in verdicts.items())
+    inner = next(iter(verdicts.values())).rule
+    return Verdict(v, measured, f"supported if supported in every setting, not supported if not supported in any, "
+                                f"else inconclusive; per setting: {inner}")
 
 
 def verdict_any(verdicts: dict[str, Verdict]) -> Verdict:

@@ -417,3 +417,16 @@ def test_verdict_any_combines_settings():
     assert "k=5: b" in experiments.verdict_any({"k=1": no, "k=5": no}).measured
     with pytest.raises(ValueError):
         experiments.verdict_any({})
+
+
+def test_verdict_every_combines_settings():
+    yes = experiments.Verdict(SUPPORTED, "a", "r")
+    no = experiments.Verdict(NOT_SUPPORTED, "b", "r")
+    maybe = experiments.Verdict(INCONCLUSIVE, "c", "r")
+    assert experiments.verdict_every({"60%": yes, "80%": yes}).verdict == SUPPORTED
+    assert experiments.verdict_every({"60%": yes, "80%": no}).verdict == NOT_SUPPORTED
+    assert experiments.verdict_every({"60%": no, "80%": maybe}).verdict == NOT_SUPPORTED
+    assert experiments.verdict_every({"60%": yes, "80%": maybe}).verdict == INCONCLUSIVE
+    assert "80%: b → not supported" in experiments.verdict_every({"60%": yes, "80%": no}).measured
+    with pytest.raises(ValueError):
+        experiments.verdict_every({})

@@ -37,6 +37,7 @@ from .._validation import (
 )
 from ..registry import register_loss
 from ..softmax._per_class import per_class_loss
+from ..softmax.cross_entropy import _neg
 
 __all__ = [
     "StreamingFrequencyEstimator",
@@ -162,10 +163,6 @@ def accidental_hit_mask(target: Tensor, candidate_ids: Tensor, valid: Tensor) ->
     same = candidate_ids.unsqueeze(0) == candidate_ids[safe].unsqueeze(1)
     not_self = torch.arange(c, device=target.device).unsqueeze(0) != safe.unsqueeze(1)
     return same & not_self & valid.unsqueeze(1)
-
-
-def _neg(log_p: Tensor) -> Tensor:
-    return -log_p
 
 
 @register_loss(

@@ -26,6 +26,7 @@ from .._validation import (
 )
 from ..registry import register_loss
 from ..softmax._per_class import per_class_loss
+from ..softmax.cross_entropy import _neg
 from .in_batch import _CandidateLossModule
 
 __all__ = [
@@ -199,10 +200,6 @@ class PairwiseSoftmaxLoss(_CandidateLossModule, loss="pairwise_softmax"):
 # --- DEXML: decoupled softmax ------------------------------------------------------------------------------
 
 
-def _neg_log(log_p: Tensor) -> Tensor:
-    return -log_p
-
-
 def _check_positives(name: str, positives, input: Tensor) -> Tensor:
     if not isinstance(positives, Tensor) or positives.dtype != torch.bool or positives.shape != input.shape:
         got = f"{_dtype(positives)} of shape {_shape(positives)}" if isinstance(positives, Tensor) else \
@@ -250,7 +247,7 @@ def decoupled_softmax_loss(
         positives = _check_positives(name, positives, input)
         _, neg, _ = _split(input, target, valid)
         logits = input.masked_fill(positives & neg & valid.unsqueeze(1), -math.inf)
-    return per_class_loss(name, logits, target, _neg_log, weight=None, ignore_index=ignore_index,
+    return per_class_loss(name, logits, target, _neg, weight=None, ignore_index=ignore_index,
                           reduction=reduction, label_smoothing=0.0)
 
 

@@ -316,7 +316,7 @@ class FactoredSphericalLayer(nn.Module):
         M += (g_a[:, None] * g_a[None, :]) * (target[:, None] == target[None, :])  # ẎᵀẎ: same target
         # U ← U(I − η S_d) with the symmetric S_d = H B (d×d); U^{-T} ← U^{-T}(I − η S_d)^{-1}
         Btc = Bt.to(cd)
-        if 2 * m < d:  # Woodbury: (I − η Hᵀ Bᵀ)^{-1} = I + η Hᵀ (I − η Bᵀ Hᵀ... )^{-1} B, an m×m inverse
+        if 2 * m < d:  # Woodbury: (I_d − η HᵀBᵀ)^{-1} = I + η Hᵀ(I_m − η BᵀHᵀ)^{-1}Bᵀ, an m×m inverse
             K = torch.eye(m, dtype=F64, device=H.device) - eta * (Hc @ Btc.T).to(F64)
             X = torch.linalg.inv(K).to(cd) @ Hc  # (I − η HᵀB)^{-1} Hᵀ, transposed
             self.UinvT.add_(((self.UinvT.to(cd) @ Btc.T) @ X).to(F64), alpha=eta)
