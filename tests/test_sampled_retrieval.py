@@ -215,6 +215,24 @@ def test_psl_identity_is_softmax_over_negatives_and_activations_bound_the_step()
     assert torch.isfinite(psl_activation(x.detach(), "tanh")).all() and torch.isfinite(gx).all()
 
 
+@pytest.mark.parametrize("activation", ["relu", "atan"])
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["f32", "f64"])
+def test_psl_row_whose_every_negative_vanishes_is_finite(activation, dtype):
+    # τ = 0.5 < 2 puts d = (ŷ⁻ − ŷ⁺)/τ below −1 (relu) and −tan 1 (atan): exp σ(d) = 0 for every negative
+    s = torch.tensor([[1.0, -1.0, -0.9, -0.95], [0.2, 0.1, -0.3, 0.0]], dtype=dtype, requires_grad=True)
+    y = torch.tensor([0, 0])
+    per_row = pairwise_softmax_loss(s, y, temperature=0.5, activation=activation, reduction="none")
+    assert torch.isfinite(per_row).all()
+    tiny = torch.finfo(dtype).tiny
+    _close(per_row[0].double(), torch.tensor(math.log(3 * tiny), dtype=F64), tol=1e-6)
+    (g,) = torch.autograd.grad(per_row.sum(), s)
+    assert torch.isfinite(g).all() and bool((g[0] == 0).all())
+    # the second row is untouched by the floor: same value as the textbook formula
+    sigma = {"relu": lambda x: torch.log(F.relu(x + 1)), "atan": lambda x: torch.log(torch.atan(x) + 1)}[activation]
+    d = (s.detach()[1, 1:].double() - s.detach()[1, 0].double()) / 0.5
+    _close(per_row[1].double(), torch.logsumexp(sigma(d), 0), tol=1e-6)
+
+
 def test_psl_and_ccl_gradcheck():
     s = (torch.rand(4, 5, generator=_gen(10), dtype=F64) * 1.6 - 0.8).requires_grad_()
     y = torch.tensor([0, 4, 2, 1])

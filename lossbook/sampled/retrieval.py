@@ -179,13 +179,17 @@ def pairwise_softmax_loss(
     authors' ``optim_PSL.py`` (method 1, ``logsumexp(sigma(d) / tau_star)`` over sampled
     negatives); defaults τ = 2, τ* = 1, tanh are that code's CLI defaults (the authors tune τ*).
     The BPR-like PSL2 = log mean_j exp(σ(d_j)/τ*) equals this minus log|N| for one positive per row.
+    Each σ(d_j)/τ* is floored at log of the dtype's smallest normal number, so a row where every
+    exp σ vanishes (``relu``/``atan`` with d_j below −1 / −tan 1) has a finite loss and zero gradient.
     """
     name = "pairwise_softmax_loss"
     _check_psl(temperature, robust_temperature, activation)
     valid = _validate(name, input, target, reduction, ignore_index, min_classes=2)
     pos, neg, _ = _split(input, target, valid)
     d = (input - pos.unsqueeze(1)) / temperature
-    z = psl_activation(d, activation) / robust_temperature
+    # floor at log(tiny): a row whose every exp σ(d_j) is 0 (relu/atan with d_j below their zero, e.g.
+    # τ < 2) gets the finite loss log(|N|·tiny) and a zero gradient instead of −inf and NaN
+    z = (psl_activation(d, activation) / robust_temperature).clamp_min(math.log(torch.finfo(input.dtype).tiny))
     per_row = torch.logsumexp(z.masked_fill(~neg, -math.inf), dim=1)
     return _reduce(per_row, valid, reduction)
 
