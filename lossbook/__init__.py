@@ -6,8 +6,34 @@
     import lossbook.functional as LF            # the functional forms
 """
 
-from . import functional
+from . import functional  # noqa: I001 - families in chapter order (the registry lists losses as imported)
 from .registry import FAMILIES, LossInfo, get_loss, list_losses, loss_info, loss_table, register_loss
+from .softmax import (
+    CompSumLoss,
+    CrossEntropyLoss,
+    GeneralizedCrossEntropyLoss,
+    MeanAbsoluteErrorLoss,
+    SumExponentialLoss,
+)
+from .spherical import FactoredSphericalLayer, SphericalSoftmaxLoss, SquaredErrorLoss, TaylorSoftmaxLoss, ZLoss
+from .sampled import (
+    CosineContrastiveLoss,
+    DecoupledSoftmaxLoss,
+    InBatchSoftmaxLoss,
+    PairwiseSoftmaxLoss,
+    PartialFC,
+    SampledSoftmaxLayer,
+)
+from .margin import (
+    ArcFaceLoss,
+    CombinedMarginLoss,
+    CosFaceLoss,
+    MarginHead,
+    NormalizedSoftmaxLoss,
+    SphereFace2Head,
+    SphereFace2Loss,
+    SphereFaceLoss,
+)
 from .robust import (
     ActivePassiveLoss,
     ALDRKLLoss,
@@ -20,22 +46,6 @@ from .robust import (
     ReverseCrossEntropyLoss,
     SymmetricCrossEntropyLoss,
 )
-from .sampled import (
-    CosineContrastiveLoss,
-    DecoupledSoftmaxLoss,
-    InBatchSoftmaxLoss,
-    PairwiseSoftmaxLoss,
-    PartialFC,
-    SampledSoftmaxLayer,
-)
-from .softmax import (
-    CompSumLoss,
-    CrossEntropyLoss,
-    GeneralizedCrossEntropyLoss,
-    MeanAbsoluteErrorLoss,
-    SumExponentialLoss,
-)
-from .spherical import FactoredSphericalLayer, SphericalSoftmaxLoss, SquaredErrorLoss, TaylorSoftmaxLoss, ZLoss
 
 __version__ = "0.1.0"
 
@@ -64,6 +74,14 @@ __all__ = [
     "DecoupledSoftmaxLoss",
     "SampledSoftmaxLayer",
     "PartialFC",
+    "NormalizedSoftmaxLoss",
+    "SphereFaceLoss",
+    "CosFaceLoss",
+    "ArcFaceLoss",
+    "CombinedMarginLoss",
+    "SphereFace2Loss",
+    "MarginHead",
+    "SphereFace2Head",
     "ReverseCrossEntropyLoss",
     "SymmetricCrossEntropyLoss",
     "NormalizedCrossEntropyLoss",

@@ -1,5 +1,5 @@
-r"""Logit transforms of cosine similarities: the margin heads that Partial FC (and, later, the
-margin family) put in front of the softmax.
+r"""Logit transforms of cosine similarities: the margin heads that Partial FC and the margin family
+(:mod:`lossbook.margin`) put in front of the softmax.
 
 Each transform maps a matrix of cosines ``cos`` (N, C) and a target column per row to logits:
 every entry is multiplied by the scale s, and only the target entry is first replaced by a
@@ -9,18 +9,21 @@ function of itself,
 
 with ψ(c) = c (normalised softmax), ψ(c) = c − m (CosFace) or ψ(c) = cos(θ + m), θ = arccos c
 (ArcFace). A target of ``-1`` means "this row's class is not among these columns" (a class shard
-of another process, in model-parallel Partial FC): the row is only scaled. A later family extends
-the set by subclassing :class:`CosineMargin` and overriding :meth:`~CosineMargin.target_logit`.
+of another process, in model-parallel Partial FC, or an ignored row): the row is only scaled.
+:mod:`lossbook.margin` extends the set by subclassing :class:`CosineMargin` (SphereFace, the
+combined margin, ElasticFace, MagFace).
 
-The gradient is the exact derivative of these formulas (insightface's ``CombinedMarginLoss``
-applies the ArcFace margin under ``no_grad``, so its gradient is that of the plain cosine; the two
-agree in value, not in gradient).
+**Gradients.** By default (``grad="exact"``) the gradient is the exact derivative of these
+formulas. insightface's ``CombinedMarginLoss`` applies the ArcFace margin under ``no_grad`` (in
+place on the logits), so its gradient is that of the plain scaled cosine; the transforms that
+offer it take ``grad="straight_through"`` for that behaviour (see :class:`ArcFace`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,11 +36,16 @@ __all__ = [
     "NormalizedSoftmax",
     "CosFace",
     "ArcFace",
+    "GRADS",
+    "arc_margin",
     "cosine_logits",
     "unit_rows",
     "cosface_logits",
     "arcface_logits",
 ]
+
+#: The gradient modes of the transforms that offer a surrogate gradient.
+GRADS = ("exact", "straight_through")
 
 
 class _UnitRows(torch.autograd.Function):
@@ -69,29 +77,73 @@ def cosine_logits(embeddings: Tensor, weight: Tensor) -> Tensor:
     return F.linear(F.normalize(embeddings, dim=1), F.normalize(weight, dim=1)).clamp(-1.0, 1.0)
 
 
+def _sin(cos: Tensor) -> Tensor:
+    """sin θ = √(1 − cos²θ); the clamp keeps the gradient finite at |cos θ| = 1 (where it is unbounded)."""
+    return torch.sqrt((1.0 - cos * cos).clamp_min(1e-12))
+
+
+def arc_margin(cos: Tensor, margin: float | Tensor, *, easy_margin: bool = False) -> Tensor:
+    """ArcFace's ψ(c) = cos(θ + m), θ = arccos c, with insightface's fallback.
+
+    Where θ + m would pass π (c ≤ cos(π − m)) the value is c − m·sin(π − m) instead, which keeps
+    ψ decreasing in θ; with ``easy_margin`` the margin is applied only where c > 0 (ψ = c
+    elsewhere). ``margin`` is a float or a tensor broadcastable to ``cos`` (one margin per row:
+    ElasticFace, MagFace).
+    """
+    sin = _sin(cos)
+    if isinstance(margin, Tensor):
+        cos_tm = cos * torch.cos(margin) - sin * torch.sin(margin)
+        if easy_margin:
+            return torch.where(cos > 0, cos_tm, cos)
+        return torch.where(cos > torch.cos(math.pi - margin), cos_tm, cos - torch.sin(math.pi - margin) * margin)
+    m = float(margin)
+    cos_tm = cos * math.cos(m) - sin * math.sin(m)  # cos(θ + m)
+    if easy_margin:
+        return torch.where(cos > 0, cos_tm, cos)
+    return torch.where(cos > math.cos(math.pi - m), cos_tm, cos - math.sin(math.pi - m) * m)
+
+
+def _check_grad(name: str, grad: str) -> None:
+    if grad not in GRADS:
+        raise ValueError(f"{name}: grad must be one of {GRADS}; got {grad!r}.")
+
+
 @dataclass(frozen=True)
 class CosineMargin:
     """Scaled cosine logits with the target entry replaced by :meth:`target_logit` (identity here).
 
     Call it as ``transform(cos, target)``: ``cos`` (N, C) floating, ``target`` (N,) int64 in
     [0, C) or −1 (no target column in this matrix). Returns the (N, C) logits; nothing is
-    modified in place.
+    modified in place. ``needs_norms`` is True for the transforms that also take the embeddings'
+    norms (``transform(cos, target, norms)``: MagFace, AdaFace).
     """
+
+    needs_norms: ClassVar[bool] = False
 
     scale: float = 64.0
 
     def __post_init__(self) -> None:
         check_number(type(self).__name__, "scale", self.scale, low=0.0, low_open=True)
+        if hasattr(self, "grad"):
+            _check_grad(type(self).__name__, self.grad)
 
     def target_logit(self, cos_target: Tensor) -> Tensor:
         """ψ(c): the target entry before scaling."""
         return cos_target
 
+    def _psi(self, cos_target: Tensor, target: Tensor, ctx: dict[str, Any]) -> Tensor:
+        """ψ of every row's target cosine (clamped to [−1, 1]); ``ctx`` carries per-call data
+        (a generator, the norms) for the transforms that need it."""
+        return self.target_logit(cos_target)
+
     def __call__(self, cos: Tensor, target: Tensor) -> Tensor:
+        return self._apply(cos, target, {})
+
+    def _apply(self, cos: Tensor, target: Tensor, ctx: dict[str, Any]) -> Tensor:
         if cos.shape[1] == 0:
             return cos * self.scale
         cos_target = cos.gather(1, target.clamp_min(0).unsqueeze(1)).squeeze(1)
-        return self._put_target(cos * self.scale, cos_target, target)
+        return self._put_target(cos * self.scale, cos_target, target, ctx)
 
     def from_embeddings(self, x_unit: Tensor, w_unit: Tensor, target: Tensor) -> Tensor:
         """The logits of unit-norm embeddings ``x_unit`` (N, d) against unit-norm centres
@@ -101,14 +153,19 @@ class CosineMargin:
         if w_unit.shape[0] == 0:
             return z
         cos_target = (x_unit * w_unit[target.clamp_min(0)]).sum(dim=1)
-        return self._put_target(z, cos_target, target)
+        return self._put_target(z, cos_target, target, {})
 
-    def _put_target(self, scaled: Tensor, cos_target: Tensor, target: Tensor) -> Tensor:
+    def _put_target(self, scaled: Tensor, cos_target: Tensor, target: Tensor, ctx: dict[str, Any]) -> Tensor:
         """Write s·ψ(cos_target) into the target column of ``scaled`` (a fresh s·cos matrix, modified
-        in place); rows with target −1 keep their value (``cos_target`` is then their column 0). The target cosine is clamped to [−1, 1]
-        (insightface clamps the whole matrix; only the target entry enters a non-linear ψ)."""
+        in place); rows with target −1 keep their value (``cos_target`` is then their column 0).
+        The target cosine is clamped to [−1, 1] (insightface clamps the whole matrix; only the
+        target entry enters a non-linear ψ). With ``grad="straight_through"`` the value is s·ψ and
+        the gradient that of s·cos (insightface's ``CombinedMarginLoss``)."""
         col = target.clamp_min(0).unsqueeze(1)  # a row with target −1 rewrites its column 0 unchanged
-        new = torch.where(target >= 0, self.target_logit(cos_target.clamp(-1.0, 1.0)), cos_target) * self.scale
+        psi = self._psi(cos_target.clamp(-1.0, 1.0), target, ctx)
+        if getattr(self, "grad", "exact") == "straight_through":
+            psi = cos_target + (psi - cos_target).detach()
+        new = torch.where(target >= 0, psi, cos_target) * self.scale
         return scaled.scatter_(1, col, new.unsqueeze(1))
 
 
@@ -136,29 +193,36 @@ class CosFace(CosineMargin):
 
 @dataclass(frozen=True)
 class ArcFace(CosineMargin):
-    """ArcFace / additive angular margin: target logit s·cos(θ + m), θ = arccos(cos).
+    r"""ArcFace / additive angular margin: target logit s·cos(θ + m), θ = arccos(cos).
 
     As in insightface (``ArcFace`` and the ArcFace branch of ``CombinedMarginLoss``): when
     θ + m would pass π (cos θ ≤ cos(π − m)) the target logit is cos θ − m·sin(π − m) instead,
     which keeps it decreasing in θ; with ``easy_margin`` the margin is applied only where
-    cos θ > 0. Defaults s = 64, m = 0.5 (radians).
+    cos θ > 0. Defaults s = 64, m = 0.5 (radians, in [0, π)).
+
+    ``grad`` chooses the gradient of the target logit z_y = s·ψ(c) (c = cos θ_y):
+
+    * ``"exact"`` (default): ∂z_y/∂c = s·ψ'(c) = s·sin(θ + m)/sin θ in the main branch, s in the
+      fallback branch (and where ``easy_margin`` leaves c unchanged);
+    * ``"straight_through"``: ∂z_y/∂c = s everywhere — insightface's ``CombinedMarginLoss``, which
+      applies the margin under ``torch.no_grad`` (insightface #2218, #2255, #2309).
+
+    The two agree in value everywhere and in gradient on every non-target entry (s) and at a
+    target in the fallback branch; they differ only at a target in the main branch.
+    ``CombinedMarginLoss`` itself has no fallback (its value is cos(θ + m) even past π); ours
+    keeps the fallback in both modes.
     """
 
     margin: float = 0.5
     easy_margin: bool = False
+    grad: str = "exact"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_number("ArcFace", "margin", self.margin, low=0.0, high=math.pi)
+        check_number("ArcFace", "margin", self.margin, low=0.0, high=math.pi, high_open=True)
 
     def target_logit(self, cos_target: Tensor) -> Tensor:
-        m = self.margin
-        # sin θ; the clamp keeps the gradient finite at |cos θ| = 1 (where it is unbounded)
-        sin = torch.sqrt((1.0 - cos_target * cos_target).clamp_min(1e-12))
-        cos_tm = cos_target * math.cos(m) - sin * math.sin(m)  # cos(θ + m)
-        if self.easy_margin:
-            return torch.where(cos_target > 0, cos_tm, cos_target)
-        return torch.where(cos_target > math.cos(math.pi - m), cos_tm, cos_target - math.sin(math.pi - m) * m)
+        return arc_margin(cos_target, self.margin, easy_margin=self.easy_margin)
 
 
 def cosface_logits(cos: Tensor, target: Tensor, *, margin: float = 0.4, scale: float = 64.0) -> Tensor:
@@ -167,6 +231,6 @@ def cosface_logits(cos: Tensor, target: Tensor, *, margin: float = 0.4, scale: f
 
 
 def arcface_logits(cos: Tensor, target: Tensor, *, margin: float = 0.5, scale: float = 64.0,
-                   easy_margin: bool = False) -> Tensor:
+                   easy_margin: bool = False, grad: str = "exact") -> Tensor:
     """Functional :class:`ArcFace`: s·cos with s·cos(θ + m) at the target (insightface's fallback)."""
-    return ArcFace(scale=scale, margin=margin, easy_margin=easy_margin)(cos, target)
+    return ArcFace(scale=scale, margin=margin, easy_margin=easy_margin, grad=grad)(cos, target)

@@ -7,7 +7,9 @@
   transforms that return new tensors and never modify their inputs;
 * :func:`vmf_identities` — a synthetic "identities" set for face-recognition-style training and
   verification: von Mises–Fisher clusters on a sphere, seen through a fixed non-linear map with
-  nuisance factors;
+  nuisance factors, optionally with a per-sample quality that blurs the identity signal;
+* :func:`digits_identities` — the digits as open-set identities (train on some digits, verify on the
+  others), optionally degraded by blur and noise graded by a per-sample quality;
 * :func:`latent_factor_interactions` — a synthetic recommender: users and items with latent
   factors and a Zipfian item popularity, split into train and test interactions.
 
@@ -24,16 +26,19 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "Splits",
-    "load_digits",
+    "DigitsIdentities",
     "GaussianMixture",
-    "symmetric_noise",
-    "asymmetric_noise",
-    "long_tail",
     "Identities",
-    "vmf_identities",
     "Interactions",
+    "QualitySamples",
+    "Splits",
+    "asymmetric_noise",
+    "digits_identities",
     "latent_factor_interactions",
+    "load_digits",
+    "long_tail",
+    "symmetric_noise",
+    "vmf_identities",
 ]
 
 
@@ -53,7 +58,7 @@ class Splits:
     def num_features(self) -> int:
         return int(self.x_train.shape[1])
 
-    def to(self, device) -> "Splits":
+    def to(self, device) -> Splits:
         return replace(
             self,
             **{f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "num_classes"},
@@ -90,8 +95,12 @@ def load_digits(*, split_seed: int = 0, val_fraction: float = 0.2, test_fraction
     if standardize:
         mu, sd = x_train.mean(0), x_train.std(0) + 1e-3
         x_train, x_val, x_test = ((a - mu) / sd for a in (x_train, x_val, x_test))
-    t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
-    i = lambda a: torch.as_tensor(a, dtype=torch.int64)  # noqa: E731
+    def t(a):
+        return torch.as_tensor(a, dtype=torch.float32)
+
+    def i(a):
+        return torch.as_tensor(a, dtype=torch.int64)
+
     return Splits(t(x_train), i(y_train), t(x_val), i(y_val), t(x_test), i(y_test), num_classes=10)
 
 
@@ -226,17 +235,49 @@ class Identities:
 
     ``x`` (N, observed_dim) float32 observations and ``y`` (N,) int64 identity ids in
     [0, num_identities), grouped by identity; ``centres`` (K, dim) float64 unit mean directions;
-    ``latent`` (N, dim) float64 unit vectors, the von Mises–Fisher draws behind ``x``.
+    ``latent`` (N, dim) float64 unit vectors, the identity signal behind ``x`` (the von Mises–Fisher
+    draws, degraded by quality when ``quality`` is on); ``quality`` (N,) float64 per-sample quality
+    in (0, 1] (all ones when quality is off, and when constructed without it).
     """
 
     x: Tensor
     y: Tensor
     centres: Tensor
     latent: Tensor
+    quality: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.quality is None:
+            object.__setattr__(self, "quality", torch.ones(len(self.y), dtype=torch.float64))
 
     @property
     def num_identities(self) -> int:
         return int(self.centres.shape[0])
+
+
+_QUALITY_STREAM = 1  # spawn key of the generator for qualities and degradations
+
+
+def _quality_values(name: str, quality, n: int) -> tuple[np.ndarray | None, tuple[float, float] | None]:
+    """Validate ``quality``: None, a range (low, high) or n given values. Returns ``(values, range)``."""
+    if quality is None:
+        return None, None
+    if isinstance(quality, (Tensor, np.ndarray)):
+        q = (quality.detach().cpu().numpy() if isinstance(quality, Tensor) else quality).astype(np.float64)
+        if q.shape != (n,):
+            raise ValueError(f"{name}: a quality tensor must hold one value per sample, shape ({n},); got shape "
+                             f"{q.shape}. For a range pass a pair (low, high).")
+        if not (np.isfinite(q).all() and (q > 0).all() and (q <= 1).all()):
+            raise ValueError(f"{name}: qualities must lie in (0, 1].")
+        return q, None
+    try:
+        low, high = (float(v) for v in quality)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: quality must be None, a pair (low, high) or a tensor of per-sample values; got "
+                         f"{quality!r}.") from None
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"{name}: quality range (low, high) needs 0 < low ≤ high ≤ 1; got ({low}, {high}).")
+    return None, (low, high)
 
 
 def _observation_map(dim: int, nuisance_dim: int, observed_dim: int, world_seed: int) -> Tensor:
@@ -247,7 +288,7 @@ def _observation_map(dim: int, nuisance_dim: int, observed_dim: int, world_seed:
 
 def vmf_identities(num_identities: int, samples_per_identity: int, *, dim: int = 16, kappa: float = 20.0,
                    nuisance_dim: int = 16, observed_dim: int = 64, nuisance_scale: float = 1.0,
-                   gain: float = 1.5, seed: int = 0, world_seed: int = 0) -> Identities:
+                   gain: float = 1.5, seed: int = 0, world_seed: int = 0, quality=None) -> Identities:
     r"""A synthetic identities set: K identities, n samples each, seen through a fixed non-linear map.
 
     Identity k has a mean direction μ_k uniform on the unit sphere S^{dim−1}; each of its samples
@@ -263,6 +304,24 @@ def vmf_identities(num_identities: int, samples_per_identity: int, *, dim: int =
     ``seed`` only, so calls with the same ``world_seed`` and different ``seed`` give *new*
     identities seen through the *same* map: a training set and held-out identities for
     verification (TAR@FAR, :func:`lossbook.metrics.tar_at_far`).
+
+    **Quality** (off by default: then the output is exactly that of earlier versions). ``quality``
+    is a pair ``(low, high)`` with 0 < low ≤ high ≤ 1, giving sample i a quality
+    q_i ~ Uniform[low, high) independent of its identity, or a tensor/array of N given qualities in
+    (0, 1]. A sample's identity signal is blurred toward a random direction as q falls:
+
+    .. math:: u = q\,z + \sqrt{1-q^2}\;\xi_\perp,\qquad
+              \xi_\perp = \frac{\xi - (\xi^\top z)\,z}{\lVert \xi - (\xi^\top z)\,z\rVert},\quad
+              \xi \sim N(0, I_{\mathrm{dim}}),
+
+    and u replaces z in the observation above. So u is a unit vector at angle arccos q from z (the
+    identity signal keeps its norm √dim in x: quality cannot be read off the input scale, only from how
+    recognisable the sample is), and E[μ_kᵀu | q] = q·A(κ) with A(κ) = I_{dim/2}(κ)/I_{dim/2−1}(κ):
+    low-quality samples sit farther from their identity's centre and are confused more often.
+    ``latent`` holds u and ``quality`` the q_i. The qualities and ξ come from a separate generator
+    (``numpy.random.SeedSequence(seed, spawn_key=(1,))``), so ``centres``, the clean draws z and the
+    nuisance factors are those of the call without ``quality``: calling again with ``quality=None``
+    gives the clean z of the same samples.
     """
     from scipy.stats import vonmises_fisher
 
@@ -275,6 +334,7 @@ def vmf_identities(num_identities: int, samples_per_identity: int, *, dim: int =
         raise ValueError(f"{name}: kappa (the concentration) must be > 0; got {kappa}.")
     if nuisance_scale < 0:
         raise ValueError(f"{name}: nuisance_scale must be ≥ 0; got {nuisance_scale}.")
+    q_given, q_range = _quality_values(name, quality, num_identities * samples_per_identity)
     rng = np.random.default_rng(seed)
     k, n = num_identities, samples_per_identity
     centres = rng.standard_normal((k, dim))
@@ -289,11 +349,139 @@ def vmf_identities(num_identities: int, samples_per_identity: int, *, dim: int =
     latent = w - coef[:, None, None] * np.einsum("kd,knd->kn", v, w)[..., None] * v[:, None, :]
     latent = latent.reshape(k * n, dim)
     nuisance = nuisance_scale * rng.standard_normal((k * n, nuisance_dim))
+    q = np.ones(k * n)
+    if quality is not None:  # new randomness from its own stream: the draws above stay those of quality=None
+        q_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_QUALITY_STREAM,)))
+        q = q_rng.uniform(*q_range, size=k * n) if q_given is None else q_given
+        xi = q_rng.standard_normal((k * n, dim))
+        xi -= (xi * latent).sum(1, keepdims=True) * latent
+        xi /= np.linalg.norm(xi, axis=1, keepdims=True)
+        latent = q[:, None] * latent + np.sqrt(1.0 - q**2)[:, None] * xi
     a = _observation_map(dim, nuisance_dim, observed_dim, world_seed)
     full = torch.from_numpy(np.concatenate([math.sqrt(dim) * latent, nuisance], axis=1))
     x = torch.tanh(gain * full @ a)
     y = torch.arange(k).repeat_interleave(n)
-    return Identities(x.float(), y, torch.from_numpy(centres), torch.from_numpy(latent))
+    return Identities(x.float(), y, torch.from_numpy(centres), torch.from_numpy(latent), torch.from_numpy(q))
+
+
+# --- digits as identities (open-set verification, graded degradation) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class QualitySamples:
+    """One part of :func:`digits_identities`: ``x`` (N, 64) float32 images, ``y`` (N,) int64 identity ids
+    in [0, len(classes)), ``quality`` (N,) float64 in (0, 1] (1: clean), and ``classes``, the digit of
+    each id (``classes[y[i]]`` is sample i's digit)."""
+
+    x: Tensor
+    y: Tensor
+    quality: Tensor
+    classes: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device) -> QualitySamples:
+        return replace(self, x=self.x.to(device), y=self.y.to(device), quality=self.quality.to(device))
+
+
+@dataclass(frozen=True)
+class DigitsIdentities:
+    """What :func:`digits_identities` returns: ``train`` and ``val`` (the training identities, split
+    stratified) and ``heldout`` (identities never seen in training, for verification)."""
+
+    train: QualitySamples
+    val: QualitySamples
+    heldout: QualitySamples
+
+    @property
+    def num_identities(self) -> int:
+        """Number of training identities (the classifier's output size)."""
+        return len(self.train.classes)
+
+    def to(self, device) -> DigitsIdentities:
+        return DigitsIdentities(self.train.to(device), self.val.to(device), self.heldout.to(device))
+
+
+def _digit_classes(name: str, arg: str, classes) -> tuple[int, ...]:
+    try:
+        out = tuple(int(c) for c in classes)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {arg} must be a sequence of digits 0–9; got {classes!r}.") from None
+    if len(out) < 2 or len(set(out)) != len(out) or any(not 0 <= c <= 9 for c in out):
+        raise ValueError(f"{name}: {arg} must hold at least two distinct digits in 0–9; got {out}.")
+    return out
+
+
+def digits_identities(train_classes=(0, 1, 2, 3, 4, 5, 6), heldout_classes=(7, 8, 9), *, quality=None,
+                      noise: float = 0.5, blur: float = 1.0, val_fraction: float = 0.2, standardize: bool = True,
+                      seed: int = 0, split_seed: int = 0) -> DigitsIdentities:
+    r"""scikit-learn's digits as an open-set "identities" task: train on some digits, verify on others.
+
+    Images of ``train_classes`` (default 0–6) form ``train`` and, a stratified ``val_fraction`` of them
+    (split by ``split_seed``), ``val``; images of ``heldout_classes`` (default 7–9) form ``heldout``.
+    Ids are re-numbered 0, 1, … within each part in the order the classes are given.
+
+    **Quality** (off by default: every image clean, quality 1). ``quality = (low, high)`` with
+    0 < low ≤ high ≤ 1 gives each image a quality q ~ Uniform[low, high), independent of its digit
+    (or pass a tensor of 1797 qualities in (0, 1], one per image in scikit-learn's order), and
+    degrades its 8×8 image x ∈ [0, 1] (pixels / 16) by blur and noise that grow as q falls:
+
+    .. math:: \tilde x = G_{\mathrm{blur}\,(1-q)} * x + \mathrm{noise}\,(1-q)\,\varepsilon,\qquad
+              \varepsilon \sim N(0, I_{64}),
+
+    with G_σ a Gaussian blur of σ pixels (``scipy.ndimage.gaussian_filter``, reflecting borders; none
+    when σ = 0) and no clipping. ``noise`` and ``blur`` are thus the noise std and blur σ at q → 0;
+    q = 1 leaves an image untouched. Qualities and noise depend only on ``seed`` and are drawn for all
+    1797 images in scikit-learn's order, so an image's degradation does not depend on the class split.
+    With ``standardize`` every part is centred and scaled by the statistics of the (degraded) ``train``
+    part, as in :func:`load_digits`.
+    """
+    from scipy.ndimage import gaussian_filter
+    from sklearn.datasets import load_digits as _load
+    from sklearn.model_selection import train_test_split
+
+    name = "digits_identities"
+    train_c = _digit_classes(name, "train_classes", train_classes)
+    held_c = _digit_classes(name, "heldout_classes", heldout_classes)
+    if set(train_c) & set(held_c):
+        raise ValueError(f"{name}: train_classes and heldout_classes must be disjoint (held-out identities are "
+                         f"unseen); both hold {sorted(set(train_c) & set(held_c))}.")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"{name}: val_fraction must be in [0, 1); got {val_fraction}.")
+    if noise < 0 or blur < 0:
+        raise ValueError(f"{name}: noise and blur must be ≥ 0; got {noise} and {blur}.")
+    x, y = _load(return_X_y=True)
+    q_given, q_range = _quality_values(name, quality, len(y))
+    x = x.astype(np.float64) / 16.0
+    q = np.ones(len(y))
+    if quality is not None:
+        rng = np.random.default_rng(seed)
+        q = rng.uniform(*q_range, size=len(y)) if q_given is None else q_given
+        eps = rng.standard_normal(x.shape)
+        images = x.reshape(-1, 8, 8)
+        for i in np.flatnonzero(q < 1):
+            images[i] = gaussian_filter(images[i], sigma=blur * (1 - q[i])) if blur > 0 else images[i]
+        x = images.reshape(len(y), 64) + noise * (1 - q)[:, None] * eps
+    train_idx = np.flatnonzero(np.isin(y, train_c))
+    if val_fraction > 0:
+        train_idx, val_idx = train_test_split(train_idx, test_size=val_fraction, stratify=y[train_idx],
+                                              random_state=split_seed)
+    else:
+        val_idx = train_idx[:0]
+    held_idx = np.flatnonzero(np.isin(y, held_c))
+    x = x.astype(np.float32)
+    if standardize:
+        mu, sd = x[train_idx].mean(0), x[train_idx].std(0) + 1e-3
+        x = (x - mu) / sd
+
+    def part(idx: np.ndarray, classes: tuple[int, ...]) -> QualitySamples:
+        remap = np.full(10, -1)
+        remap[list(classes)] = np.arange(len(classes))
+        return QualitySamples(torch.as_tensor(x[idx], dtype=torch.float32), torch.as_tensor(remap[y[idx]],
+                              dtype=torch.int64), torch.as_tensor(q[idx], dtype=torch.float64), classes)
+
+    return DigitsIdentities(part(train_idx, train_c), part(val_idx, train_c), part(held_idx, held_c))
 
 
 # --- synthetic recommender ----------------------------------------------------------------------------

@@ -4,7 +4,34 @@
     loss = LF.comp_sum_loss(logits, target, tau=0.5)
 """
 
-from .registry import list_losses, loss_info
+from .registry import list_losses, loss_info  # noqa: I001 - families in chapter order: the registry lists losses as imported
+from .softmax import (
+    comp_sum_loss,
+    cross_entropy,
+    generalized_cross_entropy,
+    mean_absolute_error,
+    sum_exponential_loss,
+)
+from .spherical import spherical_softmax_loss, squared_error_loss, taylor_softmax_loss, z_loss
+from .sampled import (
+    cosine_contrastive_loss,
+    decoupled_softmax_loss,
+    decoupled_softmax_multilabel_loss,
+    full_softmax_loss,
+    in_batch_softmax_loss,
+    nce_loss,
+    pairwise_softmax_loss,
+    partial_fc_loss,
+    sampled_softmax_loss,
+)
+from .margin import (
+    arcface_loss,
+    combined_margin_loss,
+    cosface_loss,
+    normalized_softmax_loss,
+    sphereface2_loss,
+    sphereface_loss,
+)
 from .robust import (
     active_passive_loss,
     aldr_kl_loss,
@@ -17,25 +44,6 @@ from .robust import (
     reverse_cross_entropy,
     symmetric_cross_entropy,
 )
-from .sampled import (
-    cosine_contrastive_loss,
-    decoupled_softmax_loss,
-    decoupled_softmax_multilabel_loss,
-    full_softmax_loss,
-    in_batch_softmax_loss,
-    nce_loss,
-    pairwise_softmax_loss,
-    partial_fc_loss,
-    sampled_softmax_loss,
-)
-from .softmax import (
-    comp_sum_loss,
-    cross_entropy,
-    generalized_cross_entropy,
-    mean_absolute_error,
-    sum_exponential_loss,
-)
-from .spherical import spherical_softmax_loss, squared_error_loss, taylor_softmax_loss, z_loss
 
 __all__ = [
     "cross_entropy",
@@ -56,6 +64,12 @@ __all__ = [
     "nce_loss",
     "full_softmax_loss",
     "partial_fc_loss",
+    "normalized_softmax_loss",
+    "sphereface_loss",
+    "cosface_loss",
+    "arcface_loss",
+    "combined_margin_loss",
+    "sphereface2_loss",
     "reverse_cross_entropy",
     "symmetric_cross_entropy",
     "normalized_cross_entropy",

@@ -2,29 +2,40 @@
 NumPy arrays or pandas DataFrames.
 
 Where a well-kept library already computes a metric (scikit-learn's confusion matrix, ROC curve and
-NDCG), it is used;
+NDCG; SciPy's Spearman, Kendall and Kolmogorov–Smirnov statistics), it is used;
 the calibration error is written out because the book teaches it, and a test holds it against an
 independent computation.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
 
 __all__ = [
+    "AngleStats",
+    "NormStats",
+    "VerificationROC",
+    "accuracy",
+    "angle_stats",
+    "confusion_matrix",
+    "equal_error_rate",
+    "expected_calibration_error",
+    "feature_norm_stats",
+    "ks_distance",
+    "ndcg_at_k",
+    "nll",
+    "pair_scores",
+    "recall_at_k",
+    "reliability_table",
+    "tar_at_far",
     "to_numpy",
     "top_k_accuracy",
-    "accuracy",
-    "nll",
-    "expected_calibration_error",
-    "reliability_table",
-    "confusion_matrix",
-    "pair_scores",
-    "tar_at_far",
-    "recall_at_k",
-    "ndcg_at_k",
+    "verification_report",
+    "verification_roc",
 ]
 
 
@@ -128,42 +139,361 @@ def confusion_matrix(pred, target, num_classes: int) -> np.ndarray:
 
 # --- verification (face-recognition style) -------------------------------------------------------------
 
+_PAIR_BLOCK = 1 << 22  # similarity entries computed at a time by pair_scores (32 MiB of float64)
 
-def pair_scores(embeddings, labels) -> tuple[np.ndarray, np.ndarray]:
+
+def _normalised_rows(name: str, embeddings) -> np.ndarray:
+    e = to_numpy(embeddings).astype(np.float64)
+    if e.ndim != 2:
+        raise ValueError(f"{name}: embeddings must be a 2-D (N, d) array; got shape {e.shape}.")
+    if not np.isfinite(e).all():
+        raise ValueError(f"{name}: embeddings hold NaN or infinite values; check the model's outputs.")
+    return e / np.clip(np.linalg.norm(e, axis=1, keepdims=True), 1e-12, None)
+
+
+def _subset_mask(name: str, subset, n: int) -> np.ndarray:
+    """A boolean (n,) mask from a boolean mask or integer indices."""
+    m = to_numpy(subset)
+    if m.dtype == bool:
+        if m.shape != (n,):
+            raise ValueError(f"{name}: a boolean subset must have one entry per embedding, shape ({n},); got "
+                             f"shape {m.shape}.")
+        return m
+    if m.ndim != 1 or not np.issubdtype(m.dtype, np.integer):
+        raise ValueError(f"{name}: subset must be a boolean mask of shape ({n},) or a 1-D array of integer "
+                         f"indices; got {m.dtype} of shape {m.shape}.")
+    if m.size and (m.min() < -n or m.max() >= n):
+        raise ValueError(f"{name}: subset holds an index outside [0, {n}).")
+    mask = np.zeros(n, dtype=bool)
+    mask[m] = True
+    return mask
+
+
+def pair_scores(embeddings, labels, *, subset=None, require: str = "any") -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarity and "same identity" flag of every unordered pair i < j of ``embeddings``.
 
-    Returns ``(scores, genuine)``, both of length N(N−1)/2 (row-major over i < j): the inputs of
-    :func:`tar_at_far`. Memory O(N²): meant for held-out sets of a few thousand embeddings.
+    Returns ``(scores, genuine)`` (float64 and bool), both of length N(N−1)/2 (row-major over i < j): the
+    inputs of :func:`tar_at_far`, :func:`verification_roc` and :func:`equal_error_rate`.
+
+    ``subset`` (a boolean mask of shape (N,) or integer indices) keeps only the pairs with at least one
+    member in it (``require="any"``, e.g. "pairs involving a low-quality sample") or with both members in
+    it (``require="both"``); the kept pairs stay in row-major order. The similarities are computed (in
+    float64) in blocks of rows of at most 4M entries, so memory is the output (9 bytes a pair: 40 MB
+    for N = 3000) plus one block (≤ 32 MB), never an N×N matrix.
     """
-    e, y = to_numpy(embeddings).astype(np.float64), to_numpy(labels)
-    if e.ndim != 2 or y.shape != (e.shape[0],):
-        raise ValueError(f"pair_scores: embeddings must be (N, d) and labels (N,); got shapes {e.shape} and {y.shape}.")
-    e = e / np.clip(np.linalg.norm(e, axis=1, keepdims=True), 1e-12, None)
-    i, j = np.triu_indices(len(y), k=1)
-    sim = e @ e.T
-    return sim[i, j], y[i] == y[j]
+    name = "pair_scores"
+    e, y = _normalised_rows(name, embeddings), to_numpy(labels)
+    if y.shape != (e.shape[0],):
+        raise ValueError(f"{name}: embeddings must be (N, d) and labels (N,); got shapes {e.shape} and {y.shape}.")
+    if require not in ("any", "both"):
+        raise ValueError(f"{name}: require must be 'any' (at least one member in subset) or 'both'; got "
+                         f"{require!r}.")
+    n = len(y)
+    sub = None if subset is None else _subset_mask(name, subset, n)
+    if sub is None:
+        total = n * (n - 1) // 2
+    else:
+        m = int(sub.sum())
+        total = m * (m - 1) // 2 if require == "both" else n * (n - 1) // 2 - (n - m) * (n - m - 1) // 2
+    scores, genuine = np.empty(total, dtype=np.float64), np.empty(total, dtype=bool)
+    block = max(2, _PAIR_BLOCK // max(n, 1))
+    pos = 0
+    for start in range(0, max(n - 1, 0), block):
+        stop = min(start + block, n)
+        keep = np.triu(np.ones((stop - start, n - start), dtype=bool), k=1)  # column c > row r
+        if sub is not None:
+            pair_in = np.logical_or if require == "any" else np.logical_and
+            keep &= pair_in(sub[start:stop, None], sub[None, start:])
+        sim = e[start:stop] @ e[start:].T
+        count = int(keep.sum())
+        scores[pos:pos + count] = sim[keep]
+        genuine[pos:pos + count] = (y[start:stop, None] == y[None, start:])[keep]
+        pos += count
+    return scores, genuine
+
+
+def _verification_inputs(name: str, scores, genuine) -> tuple[np.ndarray, np.ndarray]:
+    s, g = to_numpy(scores).astype(np.float64).ravel(), to_numpy(genuine).astype(bool).ravel()
+    if s.shape != g.shape:
+        raise ValueError(f"{name}: scores and genuine must have the same length; got {s.shape} and {g.shape}.")
+    if g.all() or not g.any():
+        raise ValueError(f"{name}: needs both genuine (True) and impostor (False) pairs; got {int(g.sum())} genuine "
+                         f"of {g.size}. Use more than one identity, and at least two samples of one identity.")
+    if not np.isfinite(s).all():
+        raise ValueError(f"{name}: scores hold NaN or infinite values; check the embeddings.")
+    return s, g
+
+
+@dataclass(frozen=True, eq=False)
+class VerificationROC:
+    """What :func:`verification_roc` returns: one ROC point per distinct score threshold.
+
+    ``far`` (false accept rate = fraction of impostor pairs with score ≥ threshold), ``tar`` (true
+    accept rate = the same for genuine pairs) and ``thresholds``, ordered by decreasing threshold
+    (the first threshold is +inf: nothing accepted). ``frr`` = 1 − ``tar`` (false reject rate).
+    """
+
+    far: np.ndarray
+    tar: np.ndarray
+    thresholds: np.ndarray
+    num_genuine: int
+    num_impostor: int
+
+    @property
+    def frr(self) -> np.ndarray:
+        return 1.0 - self.tar
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"threshold": self.thresholds, "far": self.far, "tar": self.tar, "frr": self.frr})
+
+
+def verification_roc(scores, genuine) -> VerificationROC:
+    """The verification ROC from scikit-learn's ``roc_curve`` with every threshold kept
+    (``drop_intermediate=False``); a pair is accepted when its score is ≥ the threshold.
+
+    Needs at least one genuine and one impostor pair.
+    """
+    from sklearn.metrics import roc_curve
+
+    s, g = _verification_inputs("verification_roc", scores, genuine)
+    fpr, tpr, thr = roc_curve(g, s, drop_intermediate=False)
+    return VerificationROC(fpr, tpr, thr, int(g.sum()), int((~g).sum()))
 
 
 def tar_at_far(scores, genuine, far=1e-3):
     """True accept rate at a false accept rate: the largest fraction of genuine pairs accepted by a
     threshold t (accept when score ≥ t) that accepts at most a fraction ``far`` of impostor pairs.
 
-    Computed from scikit-learn's ``roc_curve`` (all thresholds kept). ``far`` may be a tuple, then a
-    dict ``{far: tar}`` comes back. Needs at least one genuine and one impostor pair.
+    Computed from :func:`verification_roc` (scikit-learn's ``roc_curve``, all thresholds kept). ``far``
+    may be a tuple, then a dict ``{far: tar}`` comes back. Needs at least one genuine and one impostor
+    pair. With M impostor pairs, FARs below 1/M mean "no impostor accepted".
     """
-    from sklearn.metrics import roc_curve
-
-    s, g = to_numpy(scores).astype(np.float64).ravel(), to_numpy(genuine).astype(bool).ravel()
-    if s.shape != g.shape:
-        raise ValueError(f"tar_at_far: scores and genuine must have the same length; got {s.shape} and {g.shape}.")
-    if g.all() or not g.any():
-        raise ValueError("tar_at_far: needs both genuine (True) and impostor (False) pairs.")
+    s, g = _verification_inputs("tar_at_far", scores, genuine)
     fars = (far,) if np.isscalar(far) else tuple(far)
     if any(not 0.0 <= f <= 1.0 for f in fars):
         raise ValueError(f"tar_at_far: far must lie in [0, 1]; got {far!r}.")
-    fpr, tpr, _ = roc_curve(g, s, drop_intermediate=False)
-    out = {f: float(tpr[fpr <= f].max()) for f in fars}
+    roc = verification_roc(s, g)
+    out = {f: float(roc.tar[roc.far <= f].max()) for f in fars}
     return out[far] if np.isscalar(far) else out
+
+
+def equal_error_rate(scores, genuine, *, return_threshold: bool = False):
+    """Equal error rate: the error rate where FAR = FRR (= 1 − TAR) on the ROC.
+
+    Convention: walking the ROC of :func:`verification_roc` from the strictest threshold (FAR = 0,
+    FRR = 1) to the loosest (FAR = 1, FRR = 0), FAR − FRR rises strictly from −1 to 1. At the first
+    point k with FAR_k ≥ FRR_k (found with exact pair counts) the EER is FAR_k if FAR_k = FRR_k;
+    otherwise both rates are linearly interpolated between points k−1 and k and the EER is where the
+    two lines cross, FAR_{k−1} + t·(FAR_k − FAR_{k−1}) with t = −d_{k−1}/(d_k − d_{k−1}),
+    d = FAR − FRR. It lies between max(FAR_{k−1}, FRR_k) and min(FRR_{k−1}, FAR_k), the best
+    max(FAR, FRR) of any single threshold. Perfect separation gives 0, perfectly reversed scores 1,
+    and scores that carry no information about 0.5 (exactly 0.5 when all scores are equal).
+
+    With ``return_threshold``, ``(eer, threshold)`` comes back: the threshold interpolated with the
+    same t between the two points' thresholds (point k's own threshold when point k−1 is the +inf
+    start, or when FAR_k = FRR_k).
+    """
+    s, g = _verification_inputs("equal_error_rate", scores, genuine)
+    roc = verification_roc(s, g)
+    n_gen, n_imp = roc.num_genuine, roc.num_impostor
+    fp = np.rint(roc.far * n_imp).astype(np.int64)
+    fn = n_gen - np.rint(roc.tar * n_gen).astype(np.int64)
+    d = fp * n_gen - fn * n_imp  # (FAR − FRR)·n_gen·n_imp, exact
+    k = int(np.argmax(d >= 0))  # exists: the last point has FAR = 1, FRR = 0
+    if d[k] == 0:
+        eer, thr = float(roc.far[k]), float(roc.thresholds[k])
+    else:  # k ≥ 1 since d[0] = −n_gen·n_imp < 0
+        t = float(-d[k - 1]) / float(d[k] - d[k - 1])
+        eer = float(roc.far[k - 1] + t * (roc.far[k] - roc.far[k - 1]))
+        lo, hi = roc.thresholds[k - 1], roc.thresholds[k]
+        thr = float(hi) if not np.isfinite(lo) else float(lo + t * (hi - lo))
+    return (eer, thr) if return_threshold else eer
+
+
+def verification_report(embeddings, labels, far=(1e-4, 1e-3, 1e-2), subset=None, *,
+                        require: str = "any") -> dict:
+    """One row of a verification table: all pairs of ``embeddings`` (cosine scores, :func:`pair_scores`),
+    optionally only those touching ``subset`` (see :func:`pair_scores` for ``subset`` and ``require``).
+
+    Keys: ``"tar@far=<far>"`` for each FAR (formatted with ``:g``, e.g. ``tar@far=0.001``), ``eer``,
+    ``eer_threshold``, ``genuine_mean`` and ``impostor_mean`` (mean cosines), ``genuine_pairs``,
+    ``impostor_pairs``, ``pairs``. With M impostor pairs, TAR at a FAR below 1/M is the TAR with no
+    impostor accepted. ``pd.DataFrame([verification_report(...) for model in models])`` gives a table.
+    """
+    fars = (far,) if np.isscalar(far) else tuple(far)
+    s, g = pair_scores(embeddings, labels, subset=subset, require=require)
+    if g.all() or not g.any():
+        raise ValueError(f"verification_report: the pairs need both genuine and impostor pairs; got {int(g.sum())} "
+                         f"genuine of {g.size}. Use a larger subset or more identities.")
+    tars = tar_at_far(s, g, fars)
+    eer, thr = equal_error_rate(s, g, return_threshold=True)
+    out: dict = {f"tar@far={f:g}": tars[f] for f in fars}
+    out.update(eer=eer, eer_threshold=thr, genuine_mean=float(s[g].mean()), impostor_mean=float(s[~g].mean()),
+               genuine_pairs=int(g.sum()), impostor_pairs=int((~g).sum()), pairs=int(g.size))
+    return out
+
+
+# --- feature norms and angles (margin losses) ----------------------------------------------------------------
+
+_NORM_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+@dataclass(frozen=True, eq=False)
+class NormStats:
+    """What :func:`feature_norm_stats` returns.
+
+    ``mean``, ``std`` (ddof = 0) and ``quantiles`` ({q: value}) of the norms ‖f_i‖. With a quality:
+    ``spearman`` ρ(‖f‖, quality) and its two-sided ``spearman_pvalue``; ``bins``, a DataFrame with one
+    row per equal-count quality bin (lowest quality first: ``bin``, ``count``, ``quality_min``,
+    ``quality_max``, ``quality_mean``, ``norm_mean``, ``norm_std``); ``monotone``, True when the bins'
+    mean norms strictly increase with quality; ``kendall_tau``, Kendall's τ between bin index and bin
+    mean norm (1: increasing, −1: decreasing). Without a quality these are NaN / None.
+    """
+
+    mean: float
+    std: float
+    quantiles: dict
+    spearman: float = float("nan")
+    spearman_pvalue: float = float("nan")
+    bins: pd.DataFrame | None = None
+    monotone: bool | None = None
+    kendall_tau: float = float("nan")
+
+    def as_dict(self) -> dict:
+        """Flat dict (one table row): ``norm_mean``, ``norm_std``, ``norm_q05`` …, ``spearman``, ``spearman_pvalue``,
+        ``monotone``, ``kendall_tau``."""
+        out = {"norm_mean": self.mean, "norm_std": self.std}
+        out.update({f"norm_q{round(100 * q):02d}": v for q, v in self.quantiles.items()})
+        out.update(spearman=self.spearman, spearman_pvalue=self.spearman_pvalue, monotone=self.monotone,
+                   kendall_tau=self.kendall_tau)
+        return out
+
+
+def feature_norm_stats(embeddings, quality=None, *, n_bins: int = 5) -> NormStats:
+    """Summary of the feature norms ‖f_i‖ (unnormalised ``embeddings`` (N, d)) and, given a per-sample
+    ``quality`` (N,), how the norm follows quality (AdaFace's "norm ≈ quality", MagFace's "magnitude
+    increases monotonically with quality").
+
+    Spearman's ρ comes from ``scipy.stats.spearmanr`` (NaN when the norms or the qualities are all
+    equal). The quality bins hold equal counts (ranks split by ``numpy.array_split``; ties broken by
+    position), ``n_bins`` of them, 2 ≤ n_bins ≤ N.
+    """
+    from scipy import stats
+
+    name = "feature_norm_stats"
+    e = to_numpy(embeddings).astype(np.float64)
+    if e.ndim != 2 or e.shape[0] == 0:
+        raise ValueError(f"{name}: embeddings must be a non-empty 2-D (N, d) array; got shape {e.shape}.")
+    norms = np.linalg.norm(e, axis=1)
+    if not np.isfinite(norms).all():
+        raise ValueError(f"{name}: embeddings hold NaN or infinite values.")
+    quant = dict(zip(_NORM_QUANTILES, (float(v) for v in np.quantile(norms, _NORM_QUANTILES))))
+    base = {"mean": float(norms.mean()), "std": float(norms.std()), "quantiles": quant}
+    if quality is None:
+        return NormStats(**base)
+    q = to_numpy(quality).astype(np.float64)
+    if q.shape != norms.shape:
+        raise ValueError(f"{name}: quality must have one value per embedding, shape ({len(norms)},); got shape "
+                         f"{q.shape}.")
+    if not np.isfinite(q).all():
+        raise ValueError(f"{name}: quality holds NaN or infinite values.")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or not 2 <= n_bins <= len(q):
+        raise ValueError(f"{name}: n_bins must be an int in [2, N = {len(q)}]; got {n_bins!r}.")
+    if np.ptp(q) == 0 or np.ptp(norms) == 0:
+        rho = pval = float("nan")
+    else:
+        res = stats.spearmanr(norms, q)
+        rho, pval = float(res.statistic), float(res.pvalue)
+    rows = []
+    for b, idx in enumerate(np.array_split(np.argsort(q, kind="stable"), n_bins)):
+        rows.append({"bin": b, "count": len(idx), "quality_min": q[idx].min(), "quality_max": q[idx].max(),
+                     "quality_mean": q[idx].mean(), "norm_mean": norms[idx].mean(), "norm_std": norms[idx].std()})
+    bins = pd.DataFrame(rows)
+    means = bins["norm_mean"].to_numpy()
+    monotone = bool(np.all(np.diff(means) > 0))
+    tau = float(stats.kendalltau(np.arange(n_bins), means).statistic) if np.ptp(means) > 0 else float("nan")
+    return NormStats(**base, spearman=rho, spearman_pvalue=pval, bins=bins, monotone=monotone, kendall_tau=tau)
+
+
+@dataclass(frozen=True, eq=False)
+class AngleStats:
+    """What :func:`angle_stats` returns, all angles in degrees.
+
+    ``intra`` (N,): each sample's angle to its class centre; ``inter`` (K(K−1)/2,): angles between
+    every two centres (row-major over i < j); ``nearest_inter`` (K,): each centre's angle to the
+    nearest other centre; ``classes`` (K,): the label of each centre; ``centres`` (K, d): the unit
+    centre directions used.
+    """
+
+    intra: np.ndarray
+    inter: np.ndarray
+    nearest_inter: np.ndarray
+    classes: np.ndarray
+    centres: np.ndarray
+
+    def summary(self) -> dict:
+        """Means and extremes for a table row: ``intra_mean``, ``intra_max``, ``inter_mean``, ``inter_min``,
+        ``nearest_inter_mean``."""
+        return {"intra_mean": float(self.intra.mean()), "intra_max": float(self.intra.max()),
+                "inter_mean": float(self.inter.mean()) if self.inter.size else float("nan"),
+                "inter_min": float(self.inter.min()) if self.inter.size else float("nan"),
+                "nearest_inter_mean": float(self.nearest_inter.mean())}
+
+
+def _degrees(cos: np.ndarray) -> np.ndarray:
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def angle_stats(embeddings, labels, centres=None) -> AngleStats:
+    """Intra-class angles (sample to its class centre) and inter-class angles (centre to centre), in degrees,
+    for the angle histograms of the margin-loss papers.
+
+    Without ``centres``, a class's centre is the direction of the mean of its L2-normalised embeddings,
+    over the classes present in ``labels`` (any integers; ``classes`` lists them, sorted). With
+    ``centres`` (K, d), e.g. a margin head's class weights, ``labels`` index its rows (0 ≤ label < K)
+    and every row is a centre, with samples or not. Inter-class angles cost O(K²) memory.
+    """
+    name = "angle_stats"
+    e, y = _normalised_rows(name, embeddings), to_numpy(labels)
+    if y.shape != (e.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name}: labels must be integers of shape ({e.shape[0]},) (one per embedding); got "
+                         f"{y.dtype} of shape {y.shape}.")
+    if y.size == 0:
+        raise ValueError(f"{name}: needs at least one embedding.")
+    if centres is None:
+        classes, index = np.unique(y, return_inverse=True)
+        c = np.zeros((len(classes), e.shape[1]))
+        np.add.at(c, index, e)
+        c /= np.clip(np.linalg.norm(c, axis=1, keepdims=True), 1e-12, None)
+    else:
+        c = _normalised_rows(name, centres)
+        if c.shape[1] != e.shape[1]:
+            hint = " (transpose it: centres must be (K, d))" if c.shape[0] == e.shape[1] else ""
+            raise ValueError(f"{name}: centres must be (K, d) with d = {e.shape[1]} like the embeddings; got shape "
+                             f"{c.shape}{hint}.")
+        if y.min() < 0 or y.max() >= c.shape[0]:
+            raise ValueError(f"{name}: with centres, labels must index their rows, in [0, {c.shape[0]}).")
+        classes, index = np.arange(c.shape[0]), y
+    intra = _degrees((e * c[index]).sum(1))
+    cc = c @ c.T
+    inter = _degrees(cc[np.triu_indices(len(c), k=1)])
+    np.fill_diagonal(cc, -np.inf)
+    nearest = _degrees(cc.max(1)) if len(c) > 1 else np.full(len(c), np.nan)
+    return AngleStats(intra, inter, nearest, classes, c)
+
+
+def ks_distance(a, b) -> float:
+    """Two-sample Kolmogorov–Smirnov statistic sup_t |F_a(t) − F_b(t)| between two samples of scores
+    (e.g. the negative cosines seen in a batch vs those of all pairs: UNPG's mismatch), from
+    ``scipy.stats.ks_2samp``. Inputs of any shape are flattened."""
+    from scipy.stats import ks_2samp
+
+    x, z = to_numpy(a).astype(np.float64).ravel(), to_numpy(b).astype(np.float64).ravel()
+    if x.size == 0 or z.size == 0:
+        raise ValueError(f"ks_distance: both samples must be non-empty; got sizes {x.size} and {z.size}.")
+    if not (np.isfinite(x).all() and np.isfinite(z).all()):
+        raise ValueError("ks_distance: the samples hold NaN or infinite values.")
+    return float(ks_2samp(x, z).statistic)
 
 
 # --- recommendation: top-k metrics over a catalogue --------------------------------------------------------

@@ -59,6 +59,9 @@ PROPERTY_KEYS = {
 SUPPORT_KEYS = ("weight", "ignore_index", "label_smoothing", "prob_target")
 
 _TARGET_KINDS = ("index", "index_or_prob", "prob", "pairs")
+#: What a loss's first argument holds: unnormalised scores, or cosine similarities in [−1, 1]
+#: (the margin family: unit embeddings times unit class weights).
+INPUT_KINDS = ("logits", "cosine")
 _STANDARD_KWARGS = {"weight", "ignore_index", "reduction", "label_smoothing", "return_aux"}
 
 
@@ -77,6 +80,7 @@ class LossInfo:
     formula: str
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     module: type | None = None
+    inputs: str = "logits"
 
     @property
     def function_name(self) -> str:
@@ -114,13 +118,16 @@ def register_loss(
     supports: tuple[str, ...] = (),
     summary: str = "",
     formula: str = "",
+    inputs: str = "logits",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a functional loss under ``name``; returns the function unchanged.
 
     ``paper`` is a key of ``references.bib``; ``target`` is one of ``"index"``,
     ``"index_or_prob"``, ``"prob"`` or ``"pairs"``; ``properties`` uses :data:`PROPERTY_KEYS`;
     ``supports`` lists which of torch's keyword arguments (``weight``, ``ignore_index``,
-    ``label_smoothing``) and probability targets (``prob_target``) the loss implements.
+    ``label_smoothing``) and probability targets (``prob_target``) the loss implements;
+    ``inputs`` is ``"logits"`` (any real scores) or ``"cosine"`` (cosine similarities in [−1, 1],
+    e.g. the margin family; other values are rejected by the loss).
     """
     if family not in FAMILIES:
         raise ValueError(f"register_loss({name!r}): family must be one of {FAMILIES}; got {family!r}.")
@@ -135,6 +142,8 @@ def register_loss(
             f"register_loss({name!r}): unknown properties {sorted(unknown)}; "
             f"known ones are {sorted(PROPERTY_KEYS)}."
         )
+    if inputs not in INPUT_KINDS:
+        raise ValueError(f"register_loss({name!r}): inputs must be one of {INPUT_KINDS}; got {inputs!r}.")
     bad = set(supports) - set(SUPPORT_KEYS)
     if bad:
         raise ValueError(
@@ -155,6 +164,7 @@ def register_loss(
             summary=summary or (inspect.getdoc(fn) or "").split("\n")[0],
             formula=formula,
             hyperparameters=_hyperparameters(fn),
+            inputs=inputs,
         )
         return fn
 

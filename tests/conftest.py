@@ -4,6 +4,9 @@
   a CUDA device is skipped cleanly when ``torch.cuda.is_available()`` is False.
 * float64 helpers: :func:`make_logits`, :func:`make_target`, :func:`make_prob_target`,
   :func:`assert_close64`, and :func:`hp_kwargs` (a loss's own hyper-parameters, for the registry).
+* :func:`make_input` / :func:`to_input`: logits mapped into a registered loss's input domain
+  (``inputs="cosine"`` losses, the margin family, get tanh(x) ∈ [−1, 1]; the others x itself), so the
+  generic contract tests feed every loss valid inputs.
 """
 
 from __future__ import annotations
@@ -55,6 +58,20 @@ def make_logits(n: int = 6, c: int = 4, *, seed: int = 0, scale: float = 2.0, dt
     """Random logits ``scale``·N(0, 1) of shape (n, c), made on CPU (so values do not depend on the device)."""
     x = (scale * torch.randn(n, c, generator=generator(seed), dtype=F64)).to(dtype=dtype, device=device)
     return x.requires_grad_(requires_grad)
+
+
+def to_input(name: str, x: torch.Tensor) -> torch.Tensor:
+    """``x`` mapped into the input domain of loss ``name``: cosine-input losses get tanh(x) ∈ [−1, 1]
+    (large |x| saturates to exactly ±1, the extreme cosines); logit losses get ``x`` unchanged."""
+    return torch.tanh(x) if lossbook.loss_info(name).inputs == "cosine" else x
+
+
+def make_input(name: str, n: int = 6, c: int = 4, *, seed: int = 0, scale: float = 2.0, dtype=F64, device="cpu",
+               requires_grad: bool = False) -> torch.Tensor:
+    """:func:`make_logits` (made in float64 on CPU) passed through :func:`to_input` for loss ``name``,
+    then cast; a leaf tensor, so tests can check its gradient and that it is not mutated."""
+    x = to_input(name, make_logits(n, c, seed=seed, scale=scale))
+    return x.to(dtype=dtype, device=device).requires_grad_(requires_grad)
 
 
 def make_target(n: int = 6, c: int = 4, *, seed: int = 1, device="cpu") -> torch.Tensor:

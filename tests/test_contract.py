@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import F64, assert_close64, call_loss, hp_kwargs, make_logits, make_prob_target, make_target, make_weight
+from conftest import (
+    F64,
+    assert_close64,
+    call_loss,
+    hp_kwargs,
+    make_input,
+    make_logits,
+    make_prob_target,
+    make_target,
+    make_weight,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -50,14 +60,14 @@ def declared(name: str, prop: str):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("name", LOSSES)
 def test_output_shape(name, reduction, device):
-    x, y = make_logits(N, C, device=device), make_target(N, C, device=device)
+    x, y = make_input(name, N, C, device=device), make_target(N, C, device=device)
     out = call_loss(name, x, y, reduction=reduction)
     assert out.shape == ((N,) if reduction == "none" else ())
 
 
 @pytest.mark.parametrize("name", LOSSES)
 def test_sum_and_mean_agree_with_none(name):
-    x, y = make_logits(N, C), make_target(N, C)
+    x, y = make_input(name, N, C), make_target(N, C)
     none = call_loss(name, x, y, reduction="none")
     assert torch.isfinite(none).all()
     assert_close64(call_loss(name, x, y, reduction="sum"), none.sum())
@@ -68,7 +78,7 @@ def test_sum_and_mean_agree_with_none(name):
 
 @pytest.mark.parametrize("name", LOSSES)
 def test_none_is_per_row_and_permutes_with_the_batch(name):
-    x, y = make_logits(N, C), make_target(N, C)
+    x, y = make_input(name, N, C), make_target(N, C)
     none = call_loss(name, x, y, reduction="none")
     perm = torch.randperm(N, generator=torch.Generator().manual_seed(5))
     assert_close64(call_loss(name, x[perm], y[perm], reduction="none"), none[perm])
@@ -81,7 +91,7 @@ def test_none_is_per_row_and_permutes_with_the_batch(name):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("name", LOSSES)
 def test_dtype_and_device_kept(name, reduction, dtype, device):
-    x = make_logits(N, C, dtype=dtype, device=device, requires_grad=True)
+    x = make_input(name, N, C, dtype=dtype, device=device, requires_grad=True)
     y = make_target(N, C, device=device)
     kwargs = {"weight": make_weight(C, dtype=dtype, device=device)} if supports(name, "weight") else {}
     out = call_loss(name, x, y, reduction=reduction, **kwargs)
@@ -102,7 +112,7 @@ def test_dtype_and_device_kept(name, reduction, dtype, device):
 @pytest.mark.parametrize("name", LOSSES)
 def test_ignored_rows_get_exactly_zero_gradient(name, reduction, label_smoothing):
     needs(name, "ignore_index")
-    x = make_logits(N, C, requires_grad=True)
+    x = make_input(name, N, C, requires_grad=True)
     y = make_target(N, C)
     ignored = torch.tensor([1, 4])
     y_ign = y.clone()
@@ -128,7 +138,7 @@ def test_ignored_rows_get_exactly_zero_gradient(name, reduction, label_smoothing
 @pytest.mark.parametrize("name", LOSSES)
 def test_fully_ignored_batch_gives_attached_zero(name, reduction):
     needs(name, "ignore_index")
-    x = make_logits(4, C, requires_grad=True)
+    x = make_input(name, 4, C, requires_grad=True)
     y = torch.full((4,), -100, dtype=torch.long)
     out = call_loss(name, x, y, reduction=reduction)
     assert out.item() == 0.0 and out.requires_grad
@@ -172,7 +182,7 @@ def test_empty_batch_with_prob_targets(name, reduction):
 @pytest.mark.parametrize("name", LOSSES)
 def test_weight_of_ones_equals_no_weight(name, reduction, label_smoothing):
     needs(name, "weight")
-    x, y = make_logits(N, C), make_target(N, C)
+    x, y = make_input(name, N, C), make_target(N, C)
     ls = smoothing(name, label_smoothing)
     plain = call_loss(name, x, y, reduction=reduction, **ls)
     ones = call_loss(name, x, y, reduction=reduction, **ls, weight=torch.ones(C, dtype=F64))
@@ -186,7 +196,7 @@ def test_weight_of_ones_equals_no_weight(name, reduction, label_smoothing):
 @pytest.mark.parametrize("name", LOSSES)
 def test_weight_scales_each_row_by_its_class_weight(name):
     needs(name, "weight")
-    x, y, w = make_logits(N, C), make_target(N, C), make_weight(C)
+    x, y, w = make_input(name, N, C), make_target(N, C), make_weight(C)
     plain = call_loss(name, x, y, reduction="none")
     weighted = call_loss(name, x, y, reduction="none", weight=w)
     assert_close64(weighted, w[y] * plain)
@@ -202,7 +212,7 @@ def test_weight_scales_each_row_by_its_class_weight(name):
 @pytest.mark.parametrize("name", LOSSES)
 def test_one_hot_prob_target_equals_index_target(name, reduction, label_smoothing):
     needs(name, "prob_target")
-    x, y = make_logits(N, C, requires_grad=True), make_target(N, C)
+    x, y = make_input(name, N, C, requires_grad=True), make_target(N, C)
     onehot = torch.nn.functional.one_hot(y, C).to(F64)
     by_index = call_loss(name, x, y, reduction=reduction, label_smoothing=label_smoothing)
     by_prob = call_loss(name, x, onehot, reduction=reduction, label_smoothing=label_smoothing)
@@ -219,7 +229,7 @@ def test_one_hot_prob_target_equals_index_target(name, reduction, label_smoothin
 @pytest.mark.parametrize("name", LOSSES)
 def test_prob_target_is_the_expected_index_loss(name):
     needs(name, "prob_target")
-    x, q = make_logits(N, C), make_prob_target(N, C)
+    x, q = make_input(name, N, C), make_prob_target(N, C)
     expected = sum(q[:, k] * call_loss(name, x, torch.full((N,), k), reduction="none") for k in range(C))
     assert_close64(call_loss(name, x, q, reduction="none"), expected)
 
@@ -229,7 +239,7 @@ def test_prob_target_is_the_expected_index_loss(name):
 
 @pytest.mark.parametrize("name", LOSSES)
 def test_caller_tensors_not_mutated(name):
-    x = make_logits(N, C, requires_grad=True)
+    x = make_input(name, N, C, requires_grad=True)
     y = make_target(N, C)
     y[0] = -100
     w = make_weight(C)
@@ -248,7 +258,7 @@ def test_caller_tensors_not_mutated(name):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("name", LOSSES)
 def test_module_agrees_with_function(name, reduction, device):
-    x, y = make_logits(N, C, device=device), make_target(N, C, device=device)
+    x, y = make_input(name, N, C, device=device), make_target(N, C, device=device)
     info = lossbook.loss_info(name)
     module = lossbook.get_loss(name, reduction=reduction).to(device)
     assert isinstance(module, torch.nn.Module)
@@ -269,7 +279,7 @@ def _non_default(value):
 @pytest.mark.parametrize("name", LOSSES)
 def test_hyperparameters_round_trip_through_get_loss(name):
     defaults = hp_kwargs(name)
-    x, y = make_logits(N, C), make_target(N, C)
+    x, y = make_input(name, N, C), make_target(N, C)
     fn = lossbook.loss_info(name).function
     assert torch.equal(lossbook.get_loss(name, **defaults)(x, y), fn(x, y, **defaults))
     changed = {k: _non_default(v) for k, v in defaults.items()}
@@ -289,10 +299,17 @@ def _names_with(prop, value=True):
     return [n for n in LOSSES if declared(n, prop) == value] or [pytest.param("-", marks=pytest.mark.skip)]
 
 
+def _logit_inputs_only(name, prop):
+    """Properties about moving the inputs freely in R^C (shifts, scalings, reaching CE's logits, an
+    unconstrained minimiser) cannot hold for a loss on cosines; declaring one is a registry error."""
+    assert lossbook.loss_info(name).inputs == "logits", f"{name} takes cosine inputs and cannot declare {prop}"
+
+
 @pytest.mark.parametrize("name", _names_with("shift_invariant"))
 @given(seed=st.integers(0, 2**16), n=st.integers(1, 6), c=st.integers(2, 6),
        shift=st.floats(-50, 50, allow_nan=False), per_row=st.booleans())
 def test_shift_invariant(name, seed, n, c, shift, per_row):
+    _logit_inputs_only(name, "shift_invariant")
     x, y = make_logits(n, c, seed=seed), make_target(n, c, seed=seed + 1)
     consts = shift * (torch.arange(n, dtype=F64) - 1.5 if per_row else torch.ones(n, dtype=F64))
     assert_close64(call_loss(name, x + consts[:, None], y, reduction="none"),
@@ -303,6 +320,7 @@ def test_shift_invariant(name, seed, n, c, shift, per_row):
 @given(seed=st.integers(0, 2**16), n=st.integers(1, 6), c=st.integers(2, 6),
        scale=st.floats(1e-3, 1e3), per_row=st.booleans())
 def test_scale_invariant(name, seed, n, c, scale, per_row):
+    _logit_inputs_only(name, "scale_invariant")
     x, y = make_logits(n, c, seed=seed), make_target(n, c, seed=seed + 1)
     # one positive factor for the batch, or a different one per row (scale**t, t from -1 to 1)
     factors = scale ** torch.linspace(-1, 1, n, dtype=F64) if per_row else torch.full((n,), scale, dtype=F64)
@@ -314,7 +332,7 @@ def test_scale_invariant(name, seed, n, c, scale, per_row):
 @given(seed=st.integers(0, 2**16), scale=st.sampled_from([0.1, 1.0, 10.0, 1e3]),
        dtype=st.sampled_from([torch.float32, F64]), smoothing=st.sampled_from([0.0, 0.4]))
 def test_nonnegative(name, seed, scale, dtype, smoothing):
-    x, y = make_logits(16, 4, seed=seed, scale=scale, dtype=dtype), make_target(16, 4, seed=seed + 1)
+    x, y = make_input(name, 16, 4, seed=seed, scale=scale, dtype=dtype), make_target(16, 4, seed=seed + 1)
     kwargs = {"label_smoothing": smoothing} if supports(name, "label_smoothing") else {}
     out = call_loss(name, x, y, reduction="none", **kwargs)
     assert not torch.isnan(out).any()
@@ -322,7 +340,7 @@ def test_nonnegative(name, seed, scale, dtype, smoothing):
 
 
 def _max_loss_at_scale(name, scale):
-    x, y = make_logits(64, 5, seed=11, scale=scale), make_target(64, 5, seed=12)
+    x, y = make_input(name, 64, 5, seed=11, scale=scale), make_target(64, 5, seed=12)
     return call_loss(name, x, y, reduction="none")
 
 
@@ -348,14 +366,14 @@ def _sum_over_targets(name, x):
 @pytest.mark.parametrize("name", _names_with("symmetric"))
 @given(seed=st.integers(0, 2**16), scale=st.sampled_from([0.1, 1.0, 5.0, 30.0]))
 def test_symmetric(name, seed, scale):
-    reference = _sum_over_targets(name, make_logits(1, 4, seed=0))[0]
-    sums = _sum_over_targets(name, make_logits(8, 4, seed=seed, scale=scale))
+    reference = _sum_over_targets(name, make_input(name, 1, 4, seed=0))[0]
+    sums = _sum_over_targets(name, make_input(name, 8, 4, seed=seed, scale=scale))
     assert_close64(sums, reference.expand(8), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", _names_with("symmetric", False))
 def test_declared_not_symmetric_varies(name):
-    sums = _sum_over_targets(name, make_logits(8, 4, seed=3, scale=3.0))
+    sums = _sum_over_targets(name, make_input(name, 8, 4, seed=3, scale=3.0))
     assert sums.max() - sums.min() > 1e-3
 
 
@@ -367,6 +385,7 @@ def _reduction_cases():
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("name, hp", _reduction_cases())
 def test_reduces_to_cross_entropy(name, hp, reduction):
+    _logit_inputs_only(name, "reduces_to_ce_when")
     fn, ce = lossbook.loss_info(name).function, lossbook.functional.cross_entropy
     x = make_logits(N, C, requires_grad=True)
     y = make_target(N, C)
@@ -383,6 +402,7 @@ def test_reduces_to_cross_entropy(name, hp, reduction):
 @pytest.mark.parametrize("name", _names_with("classification_calibrated"))
 def test_classification_calibrated_pointwise_minimiser_picks_bayes_class(name):
     # minimise the conditional risk Σ_k η_k ℓ(z, k) over z; its argmax must be argmax η
+    _logit_inputs_only(name, "classification_calibrated")
     eta = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.25, 0.3, 0.45], [0.1, 0.15, 0.75]], dtype=F64)
     def risk_fn(z):
         if supports(name, "prob_target"):  # one call: a probability target gives the expected loss
@@ -398,3 +418,45 @@ def test_classification_calibrated_pointwise_minimiser_picks_bayes_class(name):
     assert torch.equal(z.argmax(1), eta.argmax(1))
     # and the risk went down from the uniform prediction
     assert risk_fn(z.detach()) < risk_fn(torch.zeros_like(eta))
+
+
+# --- losses on cosine inputs (registered with inputs="cosine": the margin family) -----------------------
+
+COSINE = [n for n in LOSSES if lossbook.loss_info(n).inputs == "cosine"] or [pytest.param("-", marks=pytest.mark.skip)]
+
+
+def test_input_kinds_are_known():
+    assert {lossbook.loss_info(n).inputs for n in LOSSES} <= {"logits", "cosine"}
+    assert lossbook.loss_info("cross_entropy").inputs == "logits"
+
+
+@pytest.mark.parametrize("name", COSINE)
+def test_cosine_inputs_reject_unnormalised_scores(name):
+    fn = lossbook.loss_info(name).function
+    y = make_target(N, C)
+    raw = make_logits(N, C, scale=3.0)  # unnormalised scores: some |x| > 1
+    assert raw.abs().max() > 1.5
+    with pytest.raises(ValueError, match=rf"^{fn.__name__}: input must hold cosine similarities in \[-1, 1\].*"
+                                         r"Normalise the embeddings and the class weights.*lossbook\.MarginHead"):
+        call_loss(name, raw, y)
+    nan = make_input(name, N, C)
+    nan[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="cosine similarities"):
+        call_loss(name, nan, y)
+    # rounding slack of a product of unit vectors is accepted
+    edge = make_input(name, N, C)
+    edge[0, 0] = 1.0 + 5e-7
+    assert torch.isfinite(call_loss(name, edge, y))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", COSINE)
+def test_cosine_extremes_stay_finite(name, dtype):
+    # cos = ±1 exactly (θ = 0, π: where arccos has an infinite slope) and 0, at the default scale
+    x = torch.tensor([[1.0, -1.0, 0.0, 1.0, -1.0]] * 4 + [[-1.0, 1.0, 1.0, 0.0, -1.0]] * 2, dtype=dtype)
+    x.requires_grad_()
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    out = call_loss(name, x, y, reduction="none")
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()

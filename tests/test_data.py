@@ -244,3 +244,199 @@ def test_long_tail_reproducible_and_rejects_bad_imbalance():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     with pytest.raises(ValueError, match="imbalance .* must be ≥ 1"):
         data.long_tail(x, y, 5, imbalance=0.5, seed=0)
+
+
+# --- vmf_identities: default output pinned; per-sample quality ------------------------------------------------
+
+# sha256 of vmf_identities' outputs computed with the code *before* the quality argument was added: with
+# default arguments the draw must never change (chapters and golden notebooks depend on it). x (float32) and
+# y are hashed as they are; centres and latent (float64) after a cast to float32, which absorbs last-bit
+# differences of libm between platforms while catching any change of the draw.
+_VMF_BEFORE_QUALITY = [
+    ({}, "b95c7ec67e9a18363533dae95a21f59af32207e08284451462253721271785b4",
+     "67df1a6832c7011f8be85aa7c6b88a171501a749e26aa21af6871fc5a855b777",
+     "4cd32abcc82ca24d6b41907513cd54f70764286689ab5e437be32b19adadc59b",
+     "7502a1635f98a2fd43bb40dd11953aee643c0ce956321852d44d84263089a2b2"),
+    ({"seed": 7, "world_seed": 2, "gain": 2.0, "nuisance_scale": 0.5},
+     "1ed27476ed7733a850781bf0bf523cc8547fe3aef8ec3d4c97b5f774d08e2568",
+     "fe7ed1db96f1dce2cd4d11489a1d26e80311e131da852b0f0df336a4d1cd2308",
+     "2e7ccbcfd3a19206b900245caaf1006cb754e2260a303b46e5f59371a264c965",
+     "b0a23af19acc24f4a6972535129d514ba3b063b3c1a2625684723c7e3081e272"),
+]
+
+
+def _sha256(t: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("kwargs, hx, hy, hc, hl", _VMF_BEFORE_QUALITY)
+def test_vmf_identities_default_output_unchanged(kwargs, hx, hy, hc, hl):
+    size = (20, 5) if not kwargs else (50, 4)
+    ids = data.vmf_identities(*size, **kwargs)
+    assert (_sha256(ids.x), _sha256(ids.y), _sha256(ids.centres.float()), _sha256(ids.latent.float())) == (
+        hx, hy, hc, hl)
+    again = data.vmf_identities(*size, **kwargs, quality=None)
+    for name in ("x", "y", "centres", "latent", "quality"):
+        assert torch.equal(getattr(ids, name), getattr(again, name))
+    assert ids.quality.dtype == torch.float64 and torch.equal(ids.quality, torch.ones(len(ids.y), dtype=torch.float64))
+
+
+def test_identities_built_without_quality_get_ones():
+    ids = data.vmf_identities(3, 2)
+    old_style = data.Identities(ids.x, ids.y, ids.centres, ids.latent)
+    assert torch.equal(old_style.quality, torch.ones(6, dtype=torch.float64))
+
+
+def test_vmf_identities_quality_formula_and_unchanged_draws():
+    clean = data.vmf_identities(40, 10, dim=8, seed=5)
+    ids = data.vmf_identities(40, 10, dim=8, seed=5, quality=(0.3, 0.9))
+    q = ids.quality
+    assert q.shape == (400,) and q.dtype == torch.float64
+    assert q.min() >= 0.3 and q.max() < 0.9 and q.std() > 0.1
+    assert torch.equal(ids.centres, clean.centres) and torch.equal(ids.y, clean.y)
+    # u = q z + sqrt(1 - q²) ξ⊥: a unit vector at cosine exactly q from the clean draw z
+    torch.testing.assert_close(ids.latent.norm(dim=1), torch.ones(400, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close((ids.latent * clean.latent).sum(1), q, rtol=0, atol=1e-12)
+    # quality 1 everywhere (given per sample) leaves every sample, nuisance included, as without quality
+    ones = data.vmf_identities(40, 10, dim=8, seed=5, quality=torch.ones(400))
+    assert torch.equal(ones.x, clean.x) and torch.equal(ones.latent, clean.latent)
+    # given qualities are used as they are
+    given = torch.linspace(0.05, 1.0, 400, dtype=torch.float64)
+    assert torch.equal(data.vmf_identities(40, 10, dim=8, seed=5, quality=given.numpy()).quality, given)
+
+
+def test_vmf_identities_low_quality_is_harder_to_recognise():
+    from scipy.special import ive
+
+    dim, kappa = 16, 30.0
+    ids = data.vmf_identities(100, 30, dim=dim, kappa=kappa, quality=(0.2, 1.0), seed=1)
+    q, y = ids.quality.numpy(), ids.y.numpy()
+    lat, centres = ids.latent.numpy(), ids.centres.numpy()
+    cos = (lat * centres[y]).sum(1)
+    nearest_ok = (lat @ centres.T).argmax(1) == y
+    tercile = np.digitize(q, np.quantile(q, [1 / 3, 2 / 3]))
+    mean_cos = [cos[tercile == t].mean() for t in range(3)]
+    acc = [nearest_ok[tercile == t].mean() for t in range(3)]
+    assert mean_cos[0] < mean_cos[1] < mean_cos[2] and acc[0] < acc[1] < acc[2]
+    assert acc[2] - acc[0] > 0.3
+    # E[μᵀu | q] = q·A(κ): the cosine divided by q averages to the clean mean resultant length
+    ratio = cos / q
+    a_kappa = ive(dim / 2, kappa) / ive(dim / 2 - 1, kappa)
+    assert abs(ratio.mean() - a_kappa) < 4 * ratio.std() / math.sqrt(len(ratio))
+    # observations: a nearest-class-mean classifier on x (means from the high-quality third) is worse on low q
+    x = ids.x.numpy()
+    means = np.stack([x[(y == k) & (tercile == 2)].mean(0) for k in range(100)])
+    pred = ((x[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
+    assert (pred == y)[tercile == 0].mean() < (pred == y)[tercile == 1].mean()
+
+
+def test_vmf_identities_quality_is_deterministic_by_seed():
+    a = data.vmf_identities(10, 4, quality=(0.2, 1.0), seed=3)
+    b = data.vmf_identities(10, 4, quality=(0.2, 1.0), seed=3)
+    for name in ("x", "latent", "quality"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    c = data.vmf_identities(10, 4, quality=(0.2, 1.0), seed=4)
+    assert not torch.equal(a.quality, c.quality)
+
+
+@pytest.mark.parametrize("quality, pattern", [
+    ((0.0, 1.0), r"0 < low ≤ high ≤ 1"),
+    ((0.8, 0.2), r"0 < low ≤ high ≤ 1"),
+    ((0.5, 1.5), r"0 < low ≤ high ≤ 1"),
+    ("good", "pair"),
+    ((0.1, 0.5, 0.9), "pair"),
+    (torch.ones(5), r"one value per sample, shape \(6,\)"),
+    (torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 1.0]), r"in \(0, 1\]"),
+])
+def test_vmf_identities_quality_errors(quality, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        data.vmf_identities(3, 2, quality=quality)
+
+
+# --- digits_identities -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sk_digits():
+    from sklearn.datasets import load_digits as sk_load
+
+    return sk_load(return_X_y=True)
+
+
+def test_digits_identities_split_by_class(sk_digits):
+    _, labels = sk_digits
+    d = data.digits_identities()
+    assert d.train.classes == d.val.classes == (0, 1, 2, 3, 4, 5, 6) and d.heldout.classes == (7, 8, 9)
+    assert d.num_identities == 7
+    counts = np.bincount(labels, minlength=10)
+    assert len(d.train) + len(d.val) == counts[:7].sum() and len(d.heldout) == counts[7:].sum()
+    assert abs(len(d.val) - 0.2 * counts[:7].sum()) <= 1
+    digits_seen = {part: {part_data.classes[i] for i in part_data.y.tolist()}
+                   for part, part_data in (("train", d.train), ("val", d.val), ("heldout", d.heldout))}
+    assert digits_seen["train"] == digits_seen["val"] == set(range(7)) and digits_seen["heldout"] == {7, 8, 9}
+    assert not digits_seen["train"] & digits_seen["heldout"]
+    for part in (d.train, d.val, d.heldout):
+        assert part.x.shape == (len(part), 64) and part.x.dtype == torch.float32 and part.y.dtype == torch.int64
+        assert torch.equal(part.quality, torch.ones(len(part), dtype=torch.float64))
+    assert d.train.x.mean(0).abs().max() < 1e-5  # standardised by the train part's statistics
+    # stratified validation split
+    frac_val = np.bincount(d.val.y.numpy(), minlength=7) / len(d.val)
+    frac_all = counts[:7] / counts[:7].sum()
+    assert np.abs(frac_val - frac_all).max() < 2 / len(d.val)
+
+
+def test_digits_identities_clean_images_are_the_dataset(sk_digits):
+    x, labels = sk_digits
+    d = data.digits_identities(train_classes=(3, 1), heldout_classes=(9, 0), standardize=False, val_fraction=0.0)
+    assert len(d.val) == 0 and d.train.classes == (3, 1)
+    for part in (d.train, d.heldout):
+        got = sorted(map(tuple, np.round(part.x.numpy() * 16).astype(int)))
+        digits = [part.classes[i] for i in part.y.tolist()]
+        want = sorted(map(tuple, x[np.isin(labels, part.classes)].astype(int)))
+        assert got == want
+        assert sorted(digits) == sorted(labels[np.isin(labels, part.classes)].tolist())
+
+
+def test_digits_identities_degradation_follows_quality():
+    from scipy.stats import spearmanr
+
+    clean = data.digits_identities(standardize=False)
+    d = data.digits_identities(quality=(0.1, 1.0), standardize=False, seed=2)
+    for a, b in ((clean.train, d.train), (clean.heldout, d.heldout)):
+        assert torch.equal(a.y, b.y)  # the same images in the same order, only degraded
+        q = b.quality.numpy()
+        assert q.min() >= 0.1 and q.max() < 1.0
+        damage = np.linalg.norm(b.x.numpy() - a.x.numpy(), axis=1)
+        assert spearmanr(damage, q).statistic < -0.7
+    # deterministic by seed; quality 1 (given per image) changes nothing
+    again = data.digits_identities(quality=(0.1, 1.0), standardize=False, seed=2)
+    assert torch.equal(again.heldout.x, d.heldout.x) and torch.equal(again.train.quality, d.train.quality)
+    assert not torch.equal(data.digits_identities(quality=(0.1, 1.0), seed=3).train.quality, d.train.quality)
+    ones = data.digits_identities(quality=torch.ones(1797), standardize=False)
+    assert torch.equal(ones.train.x, clean.train.x)
+    # noise only / blur only: each degrades on its own
+    for kwargs in ({"noise": 0.0}, {"blur": 0.0}):
+        part = data.digits_identities(quality=(0.1, 0.2), standardize=False, **kwargs).train
+        assert not torch.allclose(part.x, clean.train.x)
+
+
+def test_digits_identities_to_device(device):
+    d = data.digits_identities().to(device)
+    assert d.heldout.x.device.type == device.type and d.train.quality.device.type == device.type
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"train_classes": (0, 1, 2, 7), "heldout_classes": (7, 8)}, r"disjoint .* \[7\]"),
+    ({"heldout_classes": (9,)}, "at least two distinct digits"),
+    ({"train_classes": (0, 1, 10)}, "digits in 0–9"),
+    ({"train_classes": "ab"}, "sequence of digits"),
+    ({"val_fraction": 1.0}, r"val_fraction must be in \[0, 1\)"),
+    ({"noise": -0.1}, "noise and blur must be ≥ 0"),
+    ({"quality": (0.5, 0.1)}, r"0 < low ≤ high ≤ 1"),
+    ({"quality": torch.ones(10)}, r"shape \(1797,\)"),
+])
+def test_digits_identities_errors(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        data.digits_identities(**kwargs)

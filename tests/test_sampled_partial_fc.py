@@ -24,6 +24,7 @@ from lossbook._cosine import (
     cosine_logits,
     unit_rows,
 )
+from lossbook.margin import MarginHead
 from lossbook.sampled import PartialFC, partial_fc_loss, partial_fc_sample
 
 F64 = torch.float64
@@ -111,13 +112,24 @@ def test_rate_one_equals_full_margin_head(margin, device):
     kind = "cosface" if isinstance(margin, CosFace) else "arcface"
     want = F.cross_entropy(_reference_logits(cos, y, kind, 8.0, margin.margin), y)
     _close(got, want)
-    for a, b in zip(torch.autograd.grad(got, (x, w)), torch.autograd.grad(want, (x, w))):
+    g_want = torch.autograd.grad(want, (x, w))
+    for a, b in zip(torch.autograd.grad(got, (x, w)), g_want):
         _close(a, b)
     # the Module (single process) runs the same code
     head = PartialFC(5, 13, margin=margin, dtype=F64, device=device)
     with torch.no_grad():
         head.weight.copy_(w)
     _close(head(x, y), want)
+    # and the full margin head of lossbook.margin (same transform, same centres) gives the same loss
+    full = MarginHead(5, 13, margin, dtype=F64, device=device)
+    with torch.no_grad():
+        full.weight.copy_(w)
+    x2 = x.detach().clone().requires_grad_()
+    got_full = full.loss(x2, y)
+    _close(got_full, want)
+    g_full = torch.autograd.grad(got_full, (x2, full.weight))
+    for a, b in zip(g_full, g_want):
+        _close(a, b)
 
 
 def test_sampling_keeps_positives_and_remaps_labels():

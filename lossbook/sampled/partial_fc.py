@@ -164,6 +164,14 @@ def _check_label_range(name: str, labels: Tensor, num_classes: int) -> None:
         raise ValueError(f"{name}: labels hold class index {bad}, outside [0, {num_classes}) for {num_classes} classes.")
 
 
+def _check_margin(name: str, margin) -> None:
+    if getattr(margin, "needs_norms", False):
+        raise ValueError(
+            f"{name}: the margin {type(margin).__name__} needs the embeddings' norms, which Partial FC does not "
+            "pass (it normalises the embeddings itself); use lossbook.MarginHead for it, or a margin that takes "
+            "cosines only (ArcFace, CosFace, ...).")
+
+
 def _num_sample(name: str, sample_rate, num_local: int) -> int | None:
     r = check_number(name, "sample_rate", sample_rate, low=0.0, high=1.0, low_open=True)
     return None if r >= 1.0 else int(r * num_local)
@@ -203,6 +211,7 @@ def partial_fc_loss(
     _check_inputs(name, embeddings, labels, d)
     _check_label_range(name, labels, num_classes)
     margin = ArcFace() if margin is None else margin
+    _check_margin(name, margin)
     if index is None:
         num_sample = _num_sample(name, sample_rate, num_classes)
         if num_sample is not None:
@@ -253,6 +262,7 @@ class PartialFC(nn.Module):
         self.sample_rate = check_number(name, "sample_rate", sample_rate, low=0.0, high=1.0, low_open=True)
         self.in_features, self.num_classes = in_features, num_classes
         self.margin = ArcFace() if margin is None else margin
+        _check_margin(name, self.margin)
         self.sparse, self.reduction, self.generator = bool(sparse), reduction, generator
         self.embedding_grad_scale = float(embedding_grad_scale)
         self.distributed = bool(distributed)
