@@ -308,16 +308,20 @@ def vmf_identities(num_identities: int, samples_per_identity: int, *, dim: int =
     **Quality** (off by default: then the output is exactly that of earlier versions). ``quality``
     is a pair ``(low, high)`` with 0 < low ≤ high ≤ 1, giving sample i a quality
     q_i ~ Uniform[low, high) independent of its identity, or a tensor/array of N given qualities in
-    (0, 1]. A sample's identity signal is blurred toward a random direction as q falls:
+    (0, 1]. A sample's identity signal is blurred toward a random direction, and weakened, as q
+    falls (as a blurred or dark face loses both detail and contrast):
 
     .. math:: u = q\,z + \sqrt{1-q^2}\;\xi_\perp,\qquad
               \xi_\perp = \frac{\xi - (\xi^\top z)\,z}{\lVert \xi - (\xi^\top z)\,z\rVert},\quad
               \xi \sim N(0, I_{\mathrm{dim}}),
 
-    and u replaces z in the observation above. So u is a unit vector at angle arccos q from z (the
-    identity signal keeps its norm √dim in x: quality cannot be read off the input scale, only from how
-    recognisable the sample is), and E[μ_kᵀu | q] = q·A(κ) with A(κ) = I_{dim/2}(κ)/I_{dim/2−1}(κ):
-    low-quality samples sit farther from their identity's centre and are confused more often.
+    and q·u replaces z in the observation above: x = tanh(g [q√dim u, σε] A). So u is a unit vector
+    at angle arccos q from z, with E[μ_kᵀu | q] = q·A(κ), A(κ) = I_{dim/2}(κ)/I_{dim/2−1}(κ):
+    low-quality samples sit farther from their identity's centre and are confused more often (the
+    lost detail); and the identity part of the input has norm q√dim against the nuisance's, so a
+    network *can* tell a low-quality sample from its input alone (the lost contrast), which a
+    quality-aware loss needs. Without the weakening a low-quality sample would look exactly like a
+    clean sample of another direction.
     ``latent`` holds u and ``quality`` the q_i. The qualities and ξ come from a separate generator
     (``numpy.random.SeedSequence(seed, spawn_key=(1,))``), so ``centres``, the clean draws z and the
     nuisance factors are those of the call without ``quality``: calling again with ``quality=None``
@@ -358,7 +362,7 @@ def vmf_identities(num_identities: int, samples_per_identity: int, *, dim: int =
         xi /= np.linalg.norm(xi, axis=1, keepdims=True)
         latent = q[:, None] * latent + np.sqrt(1.0 - q**2)[:, None] * xi
     a = _observation_map(dim, nuisance_dim, observed_dim, world_seed)
-    full = torch.from_numpy(np.concatenate([math.sqrt(dim) * latent, nuisance], axis=1))
+    full = torch.from_numpy(np.concatenate([math.sqrt(dim) * q[:, None] * latent, nuisance], axis=1))
     x = torch.tanh(gain * full @ a)
     y = torch.arange(k).repeat_interleave(n)
     return Identities(x.float(), y, torch.from_numpy(centres), torch.from_numpy(latent), torch.from_numpy(q))

@@ -299,6 +299,10 @@ def test_vmf_identities_quality_formula_and_unchanged_draws():
     # u = q z + sqrt(1 - q²) ξ⊥: a unit vector at cosine exactly q from the clean draw z
     torch.testing.assert_close(ids.latent.norm(dim=1), torch.ones(400, dtype=torch.float64), rtol=0, atol=1e-12)
     torch.testing.assert_close((ids.latent * clean.latent).sum(1), q, rtol=0, atol=1e-12)
+    # the identity part of the input is q·√dim·u: invert x = tanh(g·full·A) (A has full row rank)
+    a = data._observation_map(8, 16, 64, 0)
+    full = torch.linalg.lstsq(a.T, (torch.atanh(ids.x.double().clamp(-1 + 1e-7, 1 - 1e-7)) / 1.5).T).solution.T
+    torch.testing.assert_close(full[:, :8] / math.sqrt(8), q[:, None] * ids.latent, rtol=0, atol=2e-3)  # x is float32, saturated rows lose digits
     # quality 1 everywhere (given per sample) leaves every sample, nuisance included, as without quality
     ones = data.vmf_identities(40, 10, dim=8, seed=5, quality=torch.ones(400))
     assert torch.equal(ones.x, clean.x) and torch.equal(ones.latent, clean.latent)
