@@ -8,7 +8,11 @@ user would pick instead, timed side by side in one process:
   (f) factored:  lossbook.FactoredSphericalLayer("z_loss"), exact, O(d²) per example
 
 For each (D, d) it prints milliseconds per step, the ratio softmax/factored next to the theory
-D/(4d), and peak memory: on CUDA, torch.cuda.max_memory_allocated per method; on CPU, the peak
+D/(4d), and peak memory. Every method runs with the process's threads (torch's default: one per
+core); the factored step is also timed with one thread ("factored/1t"): its ~100 small d×d and
+m×d operations are each too small to share, so a second thread only adds synchronisation, while the
+softmax baseline's large GEMMs use every core. "softmax/fact1t" is the ratio with each method at its
+own best setting; "softmax/fact" keeps the threads equal. Peak memory: on CUDA, torch.cuda.max_memory_allocated per method; on CPU, the peak
 resident memory of a fresh process that runs only that method, minus that of a process that only
 imported torch (so each number is the method's own footprint).
 
@@ -49,19 +53,29 @@ def main(argv=None) -> int:
     rows = []
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"cpu={platform.processor() or platform.machine()} m={args.m}")
-    header = f"{'D':>9} {'d':>4} " + " ".join(f"{k:>16}" for k in METHODS) + f" {'softmax/fact':>12} {'D/(4d)':>7}"
+    cols = [*METHODS, "factored/1t"]
+    header = (f"{'D':>9} {'d':>4} " + " ".join(f"{k:>16}" for k in cols)
+              + f" {'softmax/fact':>12} {'softmax/fact1t':>14} {'D/(4d)':>7}")
     print("ms per step" + " " * 4 + "\n" + header)
     for d in args.d:
         for D in args.D:
             ms = {k: 1e3 * time_step(output_layer_step(k, D, d, args.m, args.device), args.device,
                                      min_time=args.min_time, max_reps=args.max_reps) for k in METHODS}
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                ms["factored/1t"] = 1e3 * time_step(output_layer_step("factored", D, d, args.m, args.device),
+                                                    args.device, min_time=args.min_time, max_reps=args.max_reps)
+            finally:
+                torch.set_num_threads(threads)
             mem = {} if args.no_memory else {
                 k: peak_memory_mb("lossbook.benchmark:output_layer_step", k, D, d, args.m, device=args.device)
                 for k in METHODS}
-            ratio = ms["softmax"] / ms["factored"]
-            rows.append({"D": D, "d": d, "m": args.m, "ms": ms, "peak_mb": mem, "ratio": ratio, "theory": D / (4 * d)})
-            print(f"{D:>9} {d:>4} " + " ".join(f"{ms[k]:>16.2f}" for k in METHODS)
-                  + f" {ratio:>12.1f} {D / (4 * d):>7.1f}")
+            ratio, ratio_1t = ms["softmax"] / ms["factored"], ms["softmax"] / ms["factored/1t"]
+            rows.append({"D": D, "d": d, "m": args.m, "threads": threads, "ms": ms, "peak_mb": mem, "ratio": ratio,
+                         "ratio_factored_1_thread": ratio_1t, "theory": D / (4 * d)})
+            print(f"{D:>9} {d:>4} " + " ".join(f"{ms[k]:>16.2f}" for k in cols)
+                  + f" {ratio:>12.1f} {ratio_1t:>14.1f} {D / (4 * d):>7.1f}")
             if mem:
                 print(f"{'peak MB':>14} " + " ".join(f"{mem[k]:>16.1f}" for k in METHODS))
     if args.out:
