@@ -21,6 +21,7 @@ from .train import progress_enabled
 __all__ = [
     "run_grid",
     "summarize",
+    "by_seed",
     "Verdict",
     "SUPPORTED",
     "NOT_SUPPORTED",
@@ -95,6 +96,28 @@ def summarize(df: pd.DataFrame, by: str | list[str], metric: str, *, confidence:
         rows.append({**dict(zip([by] if isinstance(by, str) else by, keys)), "mean": v.mean(),
                      "std": v.std(ddof=1) if len(v) > 1 else np.nan, "n": len(v), "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(rows)
+
+
+def by_seed(df: pd.DataFrame, metric: str, **where) -> np.ndarray:
+    """The column ``metric`` of the rows of a :func:`run_grid` table that match every ``column=value``
+    in ``where``, ordered by seed: one value per seed, ready to pair with another setting's
+    (``verdict_greater(by_seed(runs, "acc", loss="A"), by_seed(runs, "acc", loss="B"))``).
+
+    Raises ``ValueError`` when a column is missing, nothing matches, or a seed appears twice (the
+    selection did not pin down one setting).
+    """
+    missing = [c for c in (metric, "seed", *where) if c not in df.columns]
+    if missing:
+        raise ValueError(f"by_seed: no column {missing} in the table; its columns are {list(df.columns)}.")
+    mask = np.ones(len(df), dtype=bool)
+    for column, value in where.items():
+        mask &= (df[column] == value).to_numpy()
+    sel = df.loc[mask].sort_values("seed")
+    if sel.empty:
+        raise ValueError(f"by_seed: no row has {where}.")
+    if sel["seed"].duplicated().any():
+        raise ValueError(f"by_seed: several rows per seed match {where}; add the columns that tell them apart.")
+    return sel[metric].to_numpy()
 
 
 @dataclass(frozen=True)

@@ -430,3 +430,16 @@ def test_verdict_every_combines_settings():
     assert "80%: b → not supported" in experiments.verdict_every({"60%": yes, "80%": no}).measured
     with pytest.raises(ValueError):
         experiments.verdict_every({})
+
+
+def test_by_seed_orders_by_seed_and_guards_the_selection():
+    df = pd.DataFrame({"loss": ["A", "B", "A", "B"], "rate": [0.1, 0.1, 0.1, 0.1], "seed": [1, 1, 0, 0],
+                       "acc": [0.5, 0.6, 0.7, 0.8]})
+    np.testing.assert_array_equal(experiments.by_seed(df, "acc", loss="A"), [0.7, 0.5])
+    np.testing.assert_array_equal(experiments.by_seed(df, "acc", loss="B", rate=0.1), [0.8, 0.6])
+    with pytest.raises(ValueError, match="several rows per seed"):
+        experiments.by_seed(df, "acc", rate=0.1)
+    with pytest.raises(ValueError, match="no row has"):
+        experiments.by_seed(df, "acc", loss="C")
+    with pytest.raises(ValueError, match=r"no column \['lr'\]"):
+        experiments.by_seed(df, "acc", lr=0.1)
