@@ -103,6 +103,25 @@ def target_kind(name: str, logits: Tensor, target: Tensor, *, allow_prob: bool) 
     return "index"
 
 
+def check_embeddings(name: str, embeddings, d: int) -> None:
+    """``embeddings`` must be a floating (N, d) tensor."""
+    if not isinstance(embeddings, Tensor) or not embeddings.is_floating_point() or embeddings.dim() != 2 \
+            or embeddings.shape[1] != d:
+        got = f"{_dtype(embeddings)} of shape {_shape(embeddings)}" if isinstance(embeddings, Tensor) else \
+            type(embeddings).__name__
+        raise ValueError(f"{name}: embeddings must be a floating tensor of shape (N, {d}); got {got}.")
+
+
+def check_labels(name: str, labels, n: int, arg: str = "labels") -> None:
+    """``labels`` (called ``arg`` in messages) must be int64 class indices of shape (n,), one per embedding."""
+    if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
+        got = _dtype(labels) if isinstance(labels, Tensor) else type(labels).__name__
+        raise TypeError(f"{name}: {arg} must be int64 class indices of shape ({n},); got {got}. Use {arg}.long().")
+    if labels.shape != (n,):
+        hint = f" Did you mean {arg}.squeeze(1)?" if labels.shape == (n, 1) else ""
+        raise ValueError(f"{name}: {arg} must have shape ({n},) to match the embeddings; got {_shape(labels)}.{hint}")
+
+
 def check_index_range(name: str, target: Tensor, num_classes: int, ignore_index: int | None) -> Tensor:
     """Return the mask of rows that count; raise if a counted target is out of [0, C)."""
     valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index

@@ -20,7 +20,9 @@ from .._module import IndexLossModule
 from .._validation import (
     _dtype,
     _shape,
+    check_embeddings,
     check_index_range,
+    check_labels,
     check_logits,
     check_number,
     check_reduction,
@@ -53,23 +55,6 @@ def _check_size(name: str, arg: str, v) -> int:
     return v
 
 
-def _check_embeddings(name: str, embeddings, d: int) -> None:
-    if not isinstance(embeddings, Tensor) or not embeddings.is_floating_point() or embeddings.dim() != 2 \
-            or embeddings.shape[1] != d:
-        got = f"{_dtype(embeddings)} of shape {_shape(embeddings)}" if isinstance(embeddings, Tensor) else \
-            type(embeddings).__name__
-        raise ValueError(f"{name}: embeddings must be a floating tensor of shape (N, {d}); got {got}.")
-
-
-def _check_labels(name: str, labels, n: int, arg: str = "target") -> None:
-    if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
-        got = _dtype(labels) if isinstance(labels, Tensor) else type(labels).__name__
-        raise TypeError(f"{name}: {arg} must be int64 class indices of shape ({n},); got {got}. Use {arg}.long().")
-    if labels.shape != (n,):
-        hint = f" Did you mean {arg}.squeeze(1)?" if labels.shape == (n, 1) else ""
-        raise ValueError(f"{name}: {arg} must have shape ({n},) to match the embeddings; got {_shape(labels)}.{hint}")
-
-
 # --- UNPG -----------------------------------------------------------------------------------------------
 
 #: How :func:`unpg_negatives` finds Q1 and Q3: ``"unpg"`` (the official index rule) or one of
@@ -96,7 +81,7 @@ def unpg_negatives(embeddings: Tensor, labels: Tensor, *, whisker: float = 1.0, 
         got = f"{_dtype(embeddings)} of shape {_shape(embeddings)}" if isinstance(embeddings, Tensor) else \
             type(embeddings).__name__
         raise ValueError(f"{name}: embeddings must be a floating tensor of shape (N, d); got {got}.")
-    _check_labels(name, labels, embeddings.shape[0], "labels")
+    check_labels(name, labels, embeddings.shape[0])
     w = check_number(name, "whisker", whisker, low=0.0)
     if quartiles not in UNPG_QUARTILES:
         raise ValueError(f"{name}: quartiles must be one of {UNPG_QUARTILES}; got {quartiles!r}.")
@@ -188,7 +173,7 @@ class MarginHead(nn.Module):
 
     def cosines(self, embeddings: Tensor) -> Tensor:
         """cos θ_ij = x̂_i·ŵ_j, (N, C), clamped to [−1, 1]."""
-        _check_embeddings("MarginHead", embeddings, self.in_features)
+        check_embeddings("MarginHead", embeddings, self.in_features)
         return cosine_logits(embeddings, self.weight)
 
     def _transform(self, cos: Tensor, target: Tensor, embeddings: Tensor) -> Tensor:
@@ -200,7 +185,7 @@ class MarginHead(nn.Module):
         """The transform's logits (N, C) of ``embeddings`` (N, d) with int64 ``target`` (N,) in [0, C)."""
         name = "MarginHead"
         cos = self.cosines(embeddings)
-        _check_labels(name, target, embeddings.shape[0])
+        check_labels(name, target, embeddings.shape[0], "target")
         check_index_range(name, target, self.num_classes, None)
         return self._transform(cos, target, embeddings)
 
@@ -232,7 +217,7 @@ class MarginHead(nn.Module):
         name = "MarginHead.loss"
         check_reduction(name, reduction)
         cos = self.cosines(embeddings)
-        _check_labels(name, target, embeddings.shape[0])
+        check_labels(name, target, embeddings.shape[0], "target")
         valid = check_index_range(name, target, self.num_classes, ignore_index)
         logits = self._transform(cos, torch.where(valid, target, -1), embeddings)
         negatives = None
@@ -443,12 +428,12 @@ class SphereFace2Head(nn.Module):
                 f"grad={self.grad!r}")
 
     def cosines(self, embeddings: Tensor) -> Tensor:
-        _check_embeddings("SphereFace2Head", embeddings, self.in_features)
+        check_embeddings("SphereFace2Head", embeddings, self.in_features)
         return cosine_logits(embeddings, self.weight)
 
     def forward(self, embeddings: Tensor, target: Tensor) -> Tensor:
         cos = self.cosines(embeddings)
-        _check_labels("SphereFace2Head", target, embeddings.shape[0])
+        check_labels("SphereFace2Head", target, embeddings.shape[0], "target")
         check_index_range("SphereFace2Head", target, self.num_classes, None)
         onehot = F.one_hot(target, self.num_classes).to(cos.dtype)
         return _sf2_logits(cos, onehot, self.bias.reshape(()), self.scale, self.margin, self.t, self.grad)

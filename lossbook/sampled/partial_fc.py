@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._cosine import ArcFace, CosineMargin, unit_rows
-from .._validation import _dtype, _shape, check_number, check_reduction, reduce_loss
+from .._validation import check_embeddings, check_labels, check_number, check_reduction, reduce_loss
 from ._sparse import gather_rows
 
 __all__ = [
@@ -144,18 +144,8 @@ class PartialFCOutput:
 
 
 def _check_inputs(name: str, embeddings: Tensor, labels: Tensor, d: int) -> None:
-    if not isinstance(embeddings, Tensor) or not embeddings.is_floating_point() or embeddings.dim() != 2 \
-            or embeddings.shape[1] != d:
-        got = f"{_dtype(embeddings)} of shape {_shape(embeddings)}" if isinstance(embeddings, Tensor) else \
-            type(embeddings).__name__
-        raise ValueError(f"{name}: embeddings must be a floating tensor of shape (N, {d}); got {got}.")
-    if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
-        got = _dtype(labels) if isinstance(labels, Tensor) else type(labels).__name__
-        raise TypeError(f"{name}: labels must be int64 class indices of shape (N,); got {got}. Use labels.long().")
-    if labels.shape != (embeddings.shape[0],):
-        hint = " Did you mean labels.squeeze(1)?" if labels.shape == (embeddings.shape[0], 1) else ""
-        raise ValueError(f"{name}: labels must have shape ({embeddings.shape[0]},) to match the embeddings; got "
-                         f"{_shape(labels)}.{hint}")
+    check_embeddings(name, embeddings, d)
+    check_labels(name, labels, embeddings.shape[0])
 
 
 def _check_label_range(name: str, labels: Tensor, num_classes: int) -> None:
