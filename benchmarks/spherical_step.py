@@ -8,11 +8,14 @@ user would pick instead, timed side by side in one process:
   (f) factored:  lossbook.FactoredSphericalLayer("z_loss"), exact, O(d²) per example
 
 For each (D, d) it prints milliseconds per step, the ratio softmax/factored next to the theory
-D/(4d), and peak memory. Every method runs with the process's threads (torch's default: one per
+D/(4d), and peak memory. The ratio's two sides run in alternating rounds (--rounds, default 5;
+lossbook.benchmark.time_interleaved) so that the drift of a shared machine's speed falls on both;
+the ratio printed is the median of the per-round ratios, whose range follows the row. Every method runs with the process's threads (torch's default: one per
 core); the factored step is also timed with one thread ("factored/1t"): its ~100 small d×d and
 m×d operations are each too small to share, so a second thread only adds synchronisation, while the
 softmax baseline's large GEMMs use every core. "softmax/fact1t" is the ratio with each method at its
-own best setting; "softmax/fact" keeps the threads equal. Peak memory: on CUDA, torch.cuda.max_memory_allocated per method; on CPU, the peak
+own best setting; "softmax/fact" keeps the threads equal. Peak memory: on CUDA,
+torch.cuda.max_memory_allocated per method; on CPU, the peak
 resident memory of a fresh process that runs only that method, minus that of a process that only
 imported torch (so each number is the method's own footprint).
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 from pathlib import Path
 
@@ -33,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lossbook.benchmark import OUTPUT_LAYER_METHODS as METHODS
-from lossbook.benchmark import output_layer_step, peak_memory_mb, time_step
+from lossbook.benchmark import output_layer_step, peak_memory_mb, round_ratios, time_interleaved, time_step
 
 
 def main(argv=None) -> int:
@@ -44,6 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--m", type=int, default=128)
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per method and setting")
     p.add_argument("--max-reps", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds of softmax and factored (the ratio)")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--quick", action="store_true", help="D ∈ {1e4, 1e5}, d = 128, short timings")
     p.add_argument("--out", help="write the results as JSON here")
@@ -59,23 +64,30 @@ def main(argv=None) -> int:
     print("ms per step" + " " * 4 + "\n" + header)
     for d in args.d:
         for D in args.D:
-            ms = {k: 1e3 * time_step(output_layer_step(k, D, d, args.m, args.device), args.device,
-                                     min_time=args.min_time, max_reps=args.max_reps) for k in METHODS}
             threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                ms["factored/1t"] = 1e3 * time_step(output_layer_step("factored", D, d, args.m, args.device),
-                                                    args.device, min_time=args.min_time, max_reps=args.max_reps)
-            finally:
-                torch.set_num_threads(threads)
+            # the ratio's two sides (and the 1-thread factored step) in alternating rounds, so that
+            # the machine's drift over seconds falls on both; the other methods are context
+            make = lambda k: output_layer_step(k, D, d, args.m, args.device)  # noqa: E731
+            inter = time_interleaved({"softmax": make("softmax"), "factored": make("factored"),
+                                      "factored/1t": make("factored")}, args.device, rounds=args.rounds,
+                                     min_time=args.rounds * args.min_time, max_reps=args.max_reps * args.rounds,
+                                     threads={"factored/1t": 1})
+            ms = {k: 1e3 * statistics.median(v) for k, v in inter.items()}
+            for k in METHODS:
+                if k not in ms:
+                    ms[k] = 1e3 * time_step(make(k), args.device, min_time=args.min_time, max_reps=args.max_reps)
+            per_round = round_ratios(inter, "softmax", "factored")
+            per_round_1t = round_ratios(inter, "softmax", "factored/1t")
             mem = {} if args.no_memory else {
                 k: peak_memory_mb("lossbook.benchmark:output_layer_step", k, D, d, args.m, device=args.device)
                 for k in METHODS}
-            ratio, ratio_1t = ms["softmax"] / ms["factored"], ms["softmax"] / ms["factored/1t"]
+            ratio, ratio_1t = statistics.median(per_round), statistics.median(per_round_1t)
             rows.append({"D": D, "d": d, "m": args.m, "threads": threads, "ms": ms, "peak_mb": mem, "ratio": ratio,
-                         "ratio_factored_1_thread": ratio_1t, "theory": D / (4 * d)})
+                         "ratio_factored_1_thread": ratio_1t, "ratio_rounds": per_round,
+                         "ratio_rounds_factored_1_thread": per_round_1t, "theory": D / (4 * d)})
             print(f"{D:>9} {d:>4} " + " ".join(f"{ms[k]:>16.2f}" for k in cols)
-                  + f" {ratio:>12.1f} {ratio_1t:>14.1f} {D / (4 * d):>7.1f}")
+                  + f" {ratio:>12.1f} {ratio_1t:>14.1f} {D / (4 * d):>7.1f}"
+                  + f"   rounds {min(per_round):.0f}–{max(per_round):.0f}, 1t {min(per_round_1t):.0f}–{max(per_round_1t):.0f}")
             if mem:
                 print(f"{'peak MB':>14} " + " ".join(f"{mem[k]:>16.1f}" for k in METHODS))
     if args.out:

@@ -20,7 +20,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["OUTPUT_LAYER_METHODS", "output_layer_step", "time_step", "peak_memory_mb", "vm_hwm_kb", "sync"]
+__all__ = ["OUTPUT_LAYER_METHODS", "output_layer_step", "time_step", "time_interleaved", "round_ratios", "peak_memory_mb",
+           "vm_hwm_kb", "sync"]
 
 #: What :func:`output_layer_step` can build. ``softmax``: nn.Linear + F.cross_entropy + SGD;
 #: ``dense_z``: nn.Linear + the dense Z-loss + SGD; ``adaptive_zipf`` / ``adaptive_uniform``:
@@ -103,6 +104,36 @@ def time_step(step: Callable[[], None], device="cpu", *, min_time: float = 1.0, 
         times.append(time.perf_counter() - t0)
         if time.perf_counter() - start >= min_time or len(times) >= max_reps:
             return statistics.median(times)
+
+
+def time_interleaved(steps: dict[str, Callable[[], None]], device="cpu", *, rounds: int = 5,
+                     min_time: float = 1.0, max_reps: int = 200,
+                     threads: dict[str, int] | None = None) -> dict[str, list[float]]:
+    """Seconds per call of each step, measured in ``rounds`` alternating blocks (A, B, …, A, B, …),
+    so that a ratio of two steps compares them under the same machine load: on a shared machine
+    the speed drifts over seconds, which separate timings would book as a difference between the
+    methods. Each block lasts ``min_time / rounds`` seconds (at least one call); ``threads`` sets
+    torch's thread count for a method's blocks. Returns, per method, the median call of each
+    round; a ratio is best taken round by round (see :func:`round_ratios`)."""
+    if rounds < 1:
+        raise ValueError(f"time_interleaved: rounds must be ≥ 1; got {rounds}.")
+    threads = threads or {}
+    default = torch.get_num_threads()
+    out: dict[str, list[float]] = {k: [] for k in steps}
+    try:
+        for r in range(rounds):
+            for name, step in steps.items():
+                torch.set_num_threads(threads.get(name, default))
+                out[name].append(time_step(step, device, min_time=min_time / rounds,
+                                           max_reps=max(1, max_reps // rounds), warmup=int(r == 0)))
+    finally:
+        torch.set_num_threads(default)
+    return out
+
+
+def round_ratios(times: dict[str, list[float]], num: str, den: str) -> list[float]:
+    """times[num][r] / times[den][r] for each round r of :func:`time_interleaved`."""
+    return [a / b for a, b in zip(times[num], times[den], strict=True)]
 
 
 def vm_hwm_kb() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import lossbook.spherical.layer as layer_module
 from lossbook.spherical import STATS_LOSSES, FactoredSphericalLayer, output_stats
 
 F64 = torch.float64
@@ -52,10 +53,14 @@ def make_batch(g, m, n_in, D, device="cpu", dtype=F64):
     return h, y
 
 
-# m ≥ d/2 updates U^{-T} with a d×d inverse, m < d/2 with an m×m one (Woodbury): both exact
-@pytest.mark.parametrize("m,n_in", [(8, 7), (4, 15)], ids=["dxd-inverse", "woodbury"])
+# m ≥ d/2 updates U^{-T} with a d×d resolvent, m < d/2 with an m×m one (Woodbury); each by the
+# Neumann series (where it converges fast enough) or by a factorisation: all four exact
+@pytest.mark.parametrize("series", ["series", "factorised"])
+@pytest.mark.parametrize("m,n_in", [(8, 7), (4, 15)], ids=["dxd", "woodbury"])
 @pytest.mark.parametrize("loss,kwargs,lr", LOSSES, ids=lambda v: str(v))
-def test_factored_training_equals_dense_training(loss, kwargs, lr, m, n_in, device):
+def test_factored_training_equals_dense_training(loss, kwargs, lr, m, n_in, series, device, monkeypatch):
+    # 200 terms: the series is used whenever ‖η S‖ < 1/2; 0: never
+    monkeypatch.setattr(layer_module, "SERIES_MAX_TERMS", 200 if series == "series" else 0)
     D, wd = 60, 0.01
     g = torch.Generator().manual_seed(0)
     layer = FactoredSphericalLayer(n_in, D, loss=loss, loss_kwargs=kwargs, dtype=F64, device=device,
@@ -278,3 +283,53 @@ def test_step_is_exact_when_i_minus_eta_s_is_not_positive_definite():
     ref.sgd(gW, gb, lr, 0.0)
     Wf = torch.cat([t if t.dim() == 2 else t[:, None] for t in layer.dense_weight()], 1)
     assert rel(Wf, ref.full()) <= 1e-10
+
+
+def test_series_terms_reach_the_dtype_rounding_or_hand_over():
+    """k terms of E + … + E^k leave ‖E‖^{k+1}/(1 − ‖E‖), asked to be ≤ ¼·eps·‖E‖."""
+    for dtype in (torch.float32, F64):
+        eps = torch.finfo(dtype).eps
+        for norm in (0.0, 1e-12, 1e-8, 5e-7, 1e-4, 1e-3):
+            k = layer_module._series_terms(norm, dtype)
+            if k:
+                assert norm**k <= 0.25 * eps * (1 - norm) and (k == 1 or norm ** (k - 1) > 0.25 * eps * (1 - norm))
+            else:  # handed over to the factorisation: the series would need too many terms
+                assert norm ** layer_module.SERIES_MAX_TERMS > 0.25 * eps * (1 - norm)
+    assert layer_module._series_terms(5e-7, torch.float32) == 2
+    assert layer_module._series_terms(0.5, F64) == 0 and layer_module._series_terms(float("nan"), F64) == 0
+
+
+@pytest.mark.parametrize("m", [16, 4], ids=["dxd", "woodbury"])
+def test_many_classes_take_the_series_and_no_factorisation(m, monkeypatch):
+    """With many classes η·S_d is tiny (O(η/D)): a float32 step needs no Cholesky or inverse."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a factorisation ran where the series suffices")
+
+    for name in ("cholesky_ex", "inv"):
+        monkeypatch.setattr(torch.linalg, name, refuse)
+    g = torch.Generator().manual_seed(12)
+    layer = FactoredSphericalLayer(16, 20_000, generator=g, stabilize_every=0)
+    for _ in range(3):
+        h, y = make_batch(g, m, 16, 20_000, dtype=torch.float32)
+        layer(h, y).backward()
+        layer.step(0.05)
+    assert torch.isfinite(layer.U).all() and torch.isfinite(layer.V).all()
+
+
+def test_float32_statistics_keep_the_spread_when_outputs_share_a_large_offset():
+    """Outputs o = W h + 1000: q/D − μ² would cancel away the spread in float32. The layer computes
+    D·Var(o) = hᵀ(Q − w̄w̄ᵀ/D)h from the centred Gram, so the Z-loss keeps float32 accuracy."""
+    g = torch.Generator().manual_seed(13)
+    D, n_in = 500, 12
+    W = torch.randn(D, n_in, generator=g, dtype=F64) / n_in**0.5
+    b = torch.full((D,), 1000.0, dtype=F64) + 0.1 * torch.randn(D, generator=g, dtype=F64)
+    h, y = make_batch(g, 32, n_in, D)
+    exact = STATS_LOSSES["z_loss"](*output_stats(h @ W.T + b, y), D)
+    layer = FactoredSphericalLayer.from_dense(W.float(), b.float())
+    with torch.no_grad():
+        a, q, s = layer.statistics(h.float(), y)
+    var = q / D - (s / D) ** 2
+    ref_var = (h.float().double() @ W.float().double().T + b.float().double()).var(dim=1, unbiased=False)
+    assert float(((var - ref_var) / ref_var).abs().max()) <= 1e-4
+    got = STATS_LOSSES["z_loss"](a, q, s, D)
+    assert float(((got - exact) / exact).abs().max()) <= 1e-3  # W, b rounded to float32 move it by ~1e-4

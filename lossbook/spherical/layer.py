@@ -15,6 +15,13 @@ splits into a d×d multiplicative update of U (its inverse follows by Woodbury),
 and sparse updates of the m target rows of V; Q and w̄ follow in closed form. One minibatch step
 costs O(m·d² + m²·d + m³) and never forms the m×D outputs.
 
+Precision: the state (U, U^{-T}, ω, Q, w̄) is float64; the products run in V's dtype (the *compute
+dtype*), which is accurate because each forms an increment whose rounding is relative to itself:
+the inverse is needed only as (I − ηS)^{-1} − I = ηS + (ηS)² + …, summed as a series when
+‖ηS‖ = O(η/D) is small (a few terms reach the dtype's rounding), else through a factorisation.
+q = hᵀQh is assembled from the centred Gram Q − w̄w̄ᵀ/D, so the outputs' variance q/D − μ² never
+cancels in float32.
+
 Usage (the update of W is explicit, so gradient accumulation and double backward are safe)::
 
     layer = FactoredSphericalLayer(512, 800_000, loss="z_loss")
@@ -51,12 +58,14 @@ class _Pending:
 
     version: int
     h: Tensor  # (m, d) float64, bias feature included
+    hc: Tensor  # the same in the compute dtype (V's)
     target: Tensor  # (m,) int64
-    g_a: Tensor  # (m,) float64, ∂L/∂a for the loss as returned by forward
-    g_q: Tensor
-    g_s: Tensor
-    W_c: Tensor  # (m, d) target rows of W at forward time (reused by the step)
-    HQ: Tensor  # (m, d) H·Q at forward time
+    s: Tensor  # (m,) float64, s = w̄ᵀh
+    G: Tensor  # (4, m) float64: ∂L/∂a, 2∂L/∂q, ∂L/∂s (for the loss as returned) and g_s + 2g_q·s/D
+    Gc: Tensor  # the same in the compute dtype
+    W_c: Tensor  # (m, d) target rows of W at forward time (reused by the step), compute dtype
+    grad_H: Tensor  # (m, d) ∂L/∂H (bias column included), compute dtype
+    wbar_c: Tensor  # (d,) w̄ at forward time, compute dtype
     scale: float | None = None  # grad_output of the backward; None until backward ran
 
 
@@ -65,7 +74,7 @@ class _FactoredLossFunction(torch.autograd.Function):
     layer that the update for this forward may be applied."""
 
     @staticmethod
-    def forward(ctx, h: Tensor, trigger: Tensor, loss: Tensor, grad_h: Tensor, layer, record):  # noqa: ARG004
+    def forward(ctx, h: Tensor, trigger: Tensor, loss: Tensor, grad_h: Tensor, layer, record):
         ctx.grad_h, ctx.layer, ctx.record = grad_h, layer, record
         return loss.clone()
 
@@ -132,7 +141,7 @@ class FactoredSphericalLayer(nn.Module):
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
-    def from_dense(cls, weight: Tensor, bias: Tensor | None = None, **kwargs: Any) -> "FactoredSphericalLayer":
+    def from_dense(cls, weight: Tensor, bias: Tensor | None = None, **kwargs: Any) -> FactoredSphericalLayer:
         """A layer whose W equals ``weight`` (D×in) and ``bias`` (D,) exactly."""
         D, n_in = weight.shape
         layer = cls(n_in, D, bias=bias is not None, dtype=weight.dtype, device=weight.device, **kwargs)
@@ -204,38 +213,60 @@ class FactoredSphericalLayer(nn.Module):
         if not isinstance(target, Tensor) or target.dtype != torch.int64 or target.shape != (h.shape[0],):
             got = f"{target.dtype} of shape {tuple(target.shape)}" if isinstance(target, Tensor) else type(target)
             raise ValueError(f"{name}: target must be int64 class indices of shape ({h.shape[0]},); got {got}.")
-        check_index_range(name, target, self.num_classes, None)
+        if len(target):
+            lo, hi = torch.aminmax(target)
+            if int(lo) < 0 or int(hi) >= self.num_classes:
+                check_index_range(name, target, self.num_classes, None)  # raises, naming the bad index
         if not bool(torch.isfinite(h).all()):
             raise ValueError(f"{name}: hidden states contain NaN or inf; check the network below the layer.")
 
-    def _terms(self, h: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """H (bias feature appended), the target rows W_c = W[target] and H·Q, all float64."""
+    def _terms(self, h: Tensor, target: Tensor) -> tuple[Tensor, ...]:
+        """The per-example quantities of a forward pass.
+
+        Returns H (float64, bias feature appended), its copy Hc in the compute dtype (V's), the
+        target rows W_c = W[target] and HC = H·C with the *centred* Gram C = Q − w̄w̄ᵀ/D (both in
+        the compute dtype), and the statistics a = W_c·h, q = hᵀQh, s = w̄ᵀh in float64.
+
+        q is assembled as hᵀCh + s²/D: hᵀCh = D·Var(o) is computed without the cancellation of
+        q/D − μ², so the outputs' spread keeps the compute dtype's relative accuracy even when they
+        share a large offset (the reason the products may run in float32).
+        """
+        V, wbar, cd, D = self.V, self.wbar, self.V.dtype, self.num_classes
         H = self._augment(h)
-        return H, torch.addmm(self.omega, self.V[target].to(F64), self.U), H @ self.Q
+        Hc = H.to(cd)
+        W_c = torch.addmm(self.omega.to(cd), V[target], self.U.to(cd))
+        HC = Hc @ torch.addr(self.Q, wbar, wbar, alpha=-1.0 / D).to(cd)
+        s = H @ wbar
+        a = (W_c * Hc).sum(dim=1, dtype=F64)
+        q = torch.addcmul((HC * Hc).sum(dim=1, dtype=F64), s, s, value=1.0 / D)
+        return H, Hc, W_c, HC, a, q, s
 
     @torch.no_grad()
     def statistics(self, h: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(a, q, s) per example, in O(d²) each: a = W_c·h, q = hᵀQh, s = w̄ᵀh (float64)."""
-        H, W_c, HQ = self._terms(h, target)
-        return (W_c * H).sum(dim=1), (HQ * H).sum(dim=1), H @ self.wbar
+        return self._terms(h, target)[-3:]
 
     def forward(self, h: Tensor, target: Tensor) -> Tensor:
         """The loss (reduced over the batch); its backward gives the exact ∂L/∂h."""
         self._check_inputs(h, target)
         with torch.no_grad():
-            H, W_c, HQ = self._terms(h, target)
+            H, Hc, W_c, HC, a, q, s = self._terms(h, target)
             # the loss and its partials in closed form (stats.STATS_PARTIALS), no autograd pass
-            per_example, g_a, g_q, g_s = self._partials((W_c * H).sum(dim=1), (HQ * H).sum(dim=1), H @ self.wbar,
-                                                        self.num_classes, **self.loss_kwargs)
-            loss = per_example.sum()
-            if self.reduction == "mean" and len(h):  # an empty batch gives 0, not NaN
-                loss, g_a, g_q, g_s = loss / len(h), g_a / len(h), g_q / len(h), g_s / len(h)
-            grad_H = g_a[:, None] * W_c + g_s[:, None] * self.wbar + 2 * g_q[:, None] * HQ
+            per_example, g_a, g_q, g_s = self._partials(a, q, s, self.num_classes, **self.loss_kwargs)
+            k = 1.0 / len(h) if self.reduction == "mean" and len(h) else 1.0  # an empty batch gives 0, not NaN
+            loss = per_example.sum() * k
+            # ∂L/∂H = g_a W_c + g_s w̄ + 2 g_q H Q, written with HQ = HC + s w̄ᵀ/D: the w̄ terms merge
+            # into one (for a shift-invariant loss such as the Z-loss their coefficient is −g_a/D)
+            G = torch.stack([g_a, 2 * g_q, g_s, torch.addcmul(g_s, g_q, s, value=2.0 / self.num_classes)]).mul_(k)
+            Gc, wbar_c = G.to(W_c.dtype), self.wbar.to(W_c.dtype)
+            grad_H = W_c * Gc[0, :, None]
+            grad_H.addcmul_(HC, Gc[1, :, None])
+            grad_H.addr_(Gc[3], wbar_c)
             grad_h = grad_H[:, : self.in_features].to(h.dtype)
-        loss = loss.detach().to(h.dtype)
+        loss = loss.to(h.dtype)
         if not torch.is_grad_enabled():
             return loss
-        record = _Pending(self._version, H, target.clone(), g_a, g_q, g_s, W_c, HQ)
+        record = _Pending(self._version, H, Hc, target.clone(), s, G, Gc, W_c, grad_H, wbar_c)
         self._records.append(record)
         trigger = torch.zeros(0, device=h.device, requires_grad=True)  # makes backward run even if h needs no grad
         return _FactoredLossFunction.apply(h, trigger, loss, grad_h, self, record)
@@ -273,14 +304,14 @@ class FactoredSphericalLayer(nn.Module):
         shrink = 1.0 - lr * wd
         if shrink <= 0:
             raise ValueError(f"FactoredSphericalLayer.step: lr·weight_decay must be < 1; got {lr * wd}.")
-        def stack(key: str, scaled: bool = False) -> Tensor:
+        def stack(key: str, scaled: bool = False, dim: int = 0) -> Tensor:
             parts = [getattr(r, key) * r.scale if scaled and r.scale != 1.0 else getattr(r, key) for r in ready]
-            return parts[0] if len(parts) == 1 else torch.cat(parts)
+            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
 
-        H, target, W_c, HQ = stack("h"), stack("target"), stack("W_c"), stack("HQ")
-        g_a, g_q, g_s = stack("g_a", True), stack("g_q", True), stack("g_s", True)
+        H, Hc, target, W_c, s = stack("h"), stack("hc"), stack("target"), stack("W_c"), stack("s")
+        G, Gc, grad_H = stack("G", True, dim=1), stack("Gc", True, dim=1), stack("grad_H", True)
         # W' = shrink·(W − (lr/shrink)·G·Hᵀ): the gradient step uses the pre-decay W, then one rescale.
-        self._gradient_step(H, target, g_a, g_q, g_s, W_c, HQ, lr / shrink)
+        self._gradient_step(H, Hc, target, s, G, Gc, W_c, grad_H, ready[0].wbar_c, lr / shrink)
         if wd > 0:
             self.U.mul_(shrink)
             self.UinvT.div_(shrink)
@@ -293,53 +324,48 @@ class FactoredSphericalLayer(nn.Module):
         if self.stabilize_every and int(self.steps) % self.stabilize_every == 0:
             self.stabilize()
 
-    def _gradient_step(self, H: Tensor, target: Tensor, g_a: Tensor, g_q: Tensor, g_s: Tensor, W_c: Tensor,
-                       HQ: Tensor, eta: float) -> None:
-        """One exact SGD step of W given the loss partials; W_c = W[target] and HQ = H·Q (current W).
+    def _gradient_step(self, H: Tensor, Hc: Tensor, target: Tensor, s: Tensor, G: Tensor, Gc: Tensor,
+                       W_c: Tensor, grad_H: Tensor, wbar_c: Tensor, eta: float) -> None:
+        """One exact SGD step of W given the loss partials G = (g_a, 2g_q, g_s, ·) and s = w̄ᵀh (float64);
+        Hc = H, W_c = W[target], grad_H = ∂L/∂H (rows W_jᵀ G_j), Gc = G and w̄, all for the current W
+        and in the compute dtype.
 
         The state is float64. The products that form the *increments* run in V's dtype (float32
         for a float32 layer: about 2.5× faster on a CPU); an increment's rounding error is relative
         to the increment, so the state keeps close to float64 accuracy (see the drift test).
         """
-        D, cd, m, d = self.num_classes, self.V.dtype, len(H), self.d
-        Hc = H.to(cd)  # operands of the products, cast once
-        two_gq = 2 * g_q
-        Bt = two_gq[:, None] * H  # Bᵀ, B = 2 Hᵀ diag(g_q): the outputs' part of G is W·B
-        Z = g_a[:, None] * W_c + g_s[:, None] * self.wbar  # rows of Wᵀ(Ẏ + 1g_sᵀ)
-        grad_H = Z + two_gq[:, None] * HQ  # rows ∂L/∂h_j = W_jᵀ G_j
+        U, UinvT, V, D, cd, m, d = self.U, self.UinvT, self.V, self.num_classes, self.V.dtype, len(H), self.d
+        g_a, two_gq, g_s = G[0], G[1], G[2]
+        g_a_c, two_gq_c, g_s_c = Gc[0, :, None], Gc[1, :, None], Gc[2, :, None]
+        Bt = Hc * two_gq_c  # Bᵀ, B = 2 Hᵀ diag(g_q): the outputs' part of G is W·B
+        Z = torch.addmm(W_c * g_a_c, g_s_c, wbar_c[None])  # rows of Wᵀ(Ẏ + 1g_sᵀ)
+        a_plus_Ds = torch.add(g_a, g_s, alpha=D)
         # M = GᵀG (m×m) without the m×D matrix G: with L = [Bᵀ, Z, g_s, g_a] and the symmetric
         # S = [[Q, I, 0, 0], [I, 0, 0, 0], [0, 0, D, 1], [0, 0, 1, 0]], GᵀG = L S Lᵀ + Ẏᵀ Ẏ,
         # and L S = [Bᵀ Q + Z, Bᵀ, D g_s + g_a, g_s] = [grad_H, Bᵀ, D g_s + g_a, g_s]: one product.
-        LS = torch.cat([grad_H, Bt, (D * g_s + g_a)[:, None], g_s[:, None]], dim=1).to(cd)
-        L = torch.cat([Bt, Z, g_s[:, None], g_a[:, None]], dim=1).to(cd)
-        M = (LS @ L.T).to(F64)
-        M += (g_a[:, None] * g_a[None, :]) * (target[:, None] == target[None, :])  # ẎᵀẎ: same target
+        LS = torch.cat([grad_H, Bt, a_plus_Ds.to(cd)[:, None], g_s_c], dim=1)
+        L = torch.cat([Bt, Z, g_s_c, g_a_c], dim=1)
+        M = torch.addmm((g_a_c * g_a_c.T).mul_(target[:, None] == target[None, :]), LS, L.T)  # + ẎᵀẎ
         # U ← U(I − η S_d) with the symmetric S_d = H B (d×d); U^{-T} ← U^{-T}(I − η S_d)^{-1}
-        Btc = Bt.to(cd)
-        if 2 * m < d:  # Woodbury: (I_d − η HᵀBᵀ)^{-1} = I + η Hᵀ(I_m − η BᵀHᵀ)^{-1}Bᵀ, an m×m inverse
-            K = torch.eye(m, dtype=F64, device=H.device) - eta * (Hc @ Btc.T).to(F64)
-            X = torch.linalg.inv(K).to(cd) @ Hc  # (I − η HᵀB)^{-1} Hᵀ, transposed
-            self.UinvT.add_(((self.UinvT.to(cd) @ Btc.T) @ X).to(F64), alpha=eta)
-            self.U.sub_(((self.U.to(cd) @ Hc.T) @ Btc).to(F64), alpha=eta)  # 2md² here, not md² + d³
-        else:  # a d×d inverse is the cheaper one
-            S_d = (Hc.T @ Btc).to(F64)
-            eye = torch.eye(d, dtype=F64, device=H.device)
-            A = eye - eta * S_d  # symmetric, positive definite unless η·S_d has an eigenvalue ≥ 1
-            chol, info = torch.linalg.cholesky_ex(A)
-            A_inv = torch.cholesky_inverse(chol) if int(info) == 0 else torch.linalg.inv(A)  # Cholesky: half an LU
-            P_minus_I = A_inv - eye  # = η S_d (I − η S_d)^{-1}, small
-            self.U.sub_((self.U.to(cd) @ S_d.to(cd)).to(F64), alpha=eta)
-            self.UinvT.add_((self.UinvT.to(cd) @ P_minus_I.to(cd)).to(F64))
+        if 2 * m < d:  # Woodbury: (I_d − η BᵀH)^{-1} = I + η Bᵀ(I_m − η H Bᵀ)^{-1} H, an m×m resolvent
+            X = torch.addmm(Hc, _resolvent_minus_identity((Hc @ Bt.T).mul_(eta), spd=False), Hc)
+            UinvT.add_((UinvT.to(cd) @ Bt.T) @ X, alpha=eta)
+            U.sub_((U.to(cd) @ Hc.T) @ Bt, alpha=eta)  # 2md² here, not md² + d³
+        else:  # a d×d resolvent is the cheaper one
+            E = (Hc.T @ Bt).mul_(eta)  # η S_d
+            U.sub_(U.to(cd) @ E)
+            UinvT.add_(UinvT.to(cd) @ _resolvent_minus_identity(E, spd=True))
         # ω ← ω − η H(2 g_q ⊙ Hᵀω + g_s), with the old ω
-        self.omega.sub_(H.T @ (two_gq * (H @ self.omega) + g_s), alpha=eta)
+        omega = self.omega
+        omega.sub_(H.T @ torch.addcmul(g_s, two_gq, H @ omega), alpha=eta)
         # sparse rows: V[c_j] −= η g_a,j (U_new^{-T} h_j)ᵀ, accumulated over duplicate targets
-        rows = Hc @ self.UinvT.to(cd).T
-        rows *= (-eta * g_a).to(cd)[:, None]
-        self.V.index_add_(0, target, rows)
+        rows = (Hc * (g_a_c * -eta)) @ UinvT.to(cd).T  # the new U^{-T}
+        V.index_add_(0, target, rows)
         # Q − η(grad_Hᵀ H + Hᵀ grad_H) + η² HᵀMH = Q + T + Tᵀ with T = Hᵀ(½η² M H − η grad_H)
-        T = (Hc.T @ (0.5 * eta * eta * (M.to(cd) @ Hc) - eta * grad_H.to(cd))).to(F64)
+        T = Hc.T @ torch.addmm(grad_H, M, Hc, beta=-eta, alpha=0.5 * eta * eta)
         self.Q.add_(T + T.T)
-        self.wbar.sub_(H.T @ (g_a + D * g_s + two_gq * (H @ self.wbar)), alpha=eta)
+        # w̄ ← w̄ − η Gᵀ1 H-weighted: Gᵀ1 = g_a + D g_s + 2 g_q ⊙ (H w̄), and H w̄ = s
+        self.wbar.sub_(H.T @ torch.addcmul(a_plus_Ds, two_gq, s), alpha=eta)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -376,6 +402,47 @@ class FactoredSphericalLayer(nn.Module):
     def _apply(self, fn, recurse=True):  # keep pending records consistent when the layer moves
         self._records = []
         return super()._apply(fn, recurse)
+
+
+#: The d×d update of U^{-T} multiplies by (I − E)^{-1}, E = η S_d. When ‖E‖ is small (it is
+#: O(η/D) for a spherical loss, so tiny for many classes) the Neumann series E + E² + … + E^k gives
+#: (I − E)^{-1} − I to the rounding of the compute dtype in k ≤ this many d×d products, cheaper
+#: than a Cholesky factorisation and inverse; otherwise the factorisation is used.
+SERIES_MAX_TERMS = 4
+
+
+def _series_terms(norm: float, dtype: torch.dtype) -> int:
+    """Terms k of E + … + E^k that leave a remainder ≤ ¼·eps(dtype)·‖E‖ (bound: ‖E‖^{k+1}/(1 − ‖E‖)
+    with the Frobenius norm, which bounds the spectral one); 0 when more than SERIES_MAX_TERMS."""
+    if not norm < 0.5:
+        return 0
+    tol, k, power = 0.25 * torch.finfo(dtype).eps * (1.0 - norm), 1, norm
+    while power > tol:
+        k, power = k + 1, power * norm
+        if k > SERIES_MAX_TERMS:
+            return 0
+    return k
+
+
+def _resolvent_minus_identity(E: Tensor, *, spd: bool) -> Tensor:
+    """(I − E)^{-1} − I = E + E² + …, in E's dtype, accurate relative to itself (it is the small
+    increment of an update): by the series when it converges within SERIES_MAX_TERMS terms, else
+    by an inverse in float64 — through Cholesky when ``spd`` says I − E should be symmetric
+    positive definite (it is, unless η is very large; then a general inverse)."""
+    terms = _series_terms(float(torch.linalg.matrix_norm(E)), E.dtype)
+    if terms:
+        total, power = E, E
+        for _ in range(terms - 1):
+            power = power @ E
+            total = total + power
+        return total
+    eye = torch.eye(len(E), dtype=F64, device=E.device)
+    A = eye - E.to(F64)
+    if spd:
+        chol, info = torch.linalg.cholesky_ex(A)
+        if int(info) == 0:  # Cholesky: half the work of an LU
+            return (torch.cholesky_inverse(chol) - eye).to(E.dtype)
+    return (torch.linalg.inv(A) - eye).to(E.dtype)
 
 
 def _dense_kwargs(loss: str, kwargs: dict) -> dict:
