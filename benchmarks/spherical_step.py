@@ -67,7 +67,9 @@ def main(argv=None) -> int:
             threads = torch.get_num_threads()
             # the ratio's two sides (and the 1-thread factored step) in alternating rounds, so that
             # the machine's drift over seconds falls on both; the other methods are context
-            make = lambda k: output_layer_step(k, D, d, args.m, args.device)  # noqa: E731
+            def make(k: str, D: int = D, d: int = d):
+                return output_layer_step(k, D, d, args.m, args.device)
+
             inter = time_interleaved({"softmax": make("softmax"), "factored": make("factored"),
                                       "factored/1t": make("factored")}, args.device, rounds=args.rounds,
                                      min_time=args.rounds * args.min_time, max_reps=args.max_reps * args.rounds,

@@ -98,15 +98,17 @@ def summarize(df: pd.DataFrame, by: str | list[str], metric: str, *, confidence:
     return pd.DataFrame(rows)
 
 
-def by_seed(df: pd.DataFrame, metric: str, **where) -> np.ndarray:
+def by_seed(df: pd.DataFrame, metric: str | list[str], **where) -> np.ndarray:
     """The column ``metric`` of the rows of a :func:`run_grid` table that match every ``column=value``
     in ``where``, ordered by seed: one value per seed, ready to pair with another setting's
-    (``verdict_greater(by_seed(runs, "acc", loss="A"), by_seed(runs, "acc", loss="B"))``).
+    (``verdict_greater(by_seed(runs, "acc", loss="A"), by_seed(runs, "acc", loss="B"))``). A list
+    of metrics gives an array of shape (seeds, metrics).
 
     Raises ``ValueError`` when a column is missing, nothing matches, or a seed appears twice (the
     selection did not pin down one setting).
     """
-    missing = [c for c in (metric, "seed", *where) if c not in df.columns]
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    missing = [c for c in (*metrics, "seed", *where) if c not in df.columns]
     if missing:
         raise ValueError(f"by_seed: no column {missing} in the table; its columns are {list(df.columns)}.")
     mask = np.ones(len(df), dtype=bool)

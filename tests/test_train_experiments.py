@@ -437,6 +437,7 @@ def test_by_seed_orders_by_seed_and_guards_the_selection():
                        "acc": [0.5, 0.6, 0.7, 0.8]})
     np.testing.assert_array_equal(experiments.by_seed(df, "acc", loss="A"), [0.7, 0.5])
     np.testing.assert_array_equal(experiments.by_seed(df, "acc", loss="B", rate=0.1), [0.8, 0.6])
+    np.testing.assert_array_equal(experiments.by_seed(df, ["acc", "rate"], loss="A"), [[0.7, 0.1], [0.5, 0.1]])
     with pytest.raises(ValueError, match="several rows per seed"):
         experiments.by_seed(df, "acc", rate=0.1)
     with pytest.raises(ValueError, match="no row has"):
