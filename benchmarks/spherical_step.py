@@ -10,12 +10,13 @@ user would pick instead, timed side by side in one process:
 For each (D, d) it prints milliseconds per step, the ratio softmax/factored next to the theory
 D/(4d), and peak memory. The ratio's two sides run in alternating rounds (--rounds, default 5;
 lossbook.benchmark.time_interleaved) so that the drift of a shared machine's speed falls on both;
-the ratio printed is the median of the per-round ratios, whose range follows the row. Every method runs with the process's threads (torch's default: one per
-core); the factored step is also timed with one thread ("factored/1t"): its ~100 small d×d and
-m×d operations are each too small to share, so a second thread only adds synchronisation, while the
-softmax baseline's large GEMMs use every core. "softmax/fact1t" is the ratio with each method at its
-own best setting; "softmax/fact" keeps the threads equal. Peak memory: on CUDA,
-torch.cuda.max_memory_allocated per method; on CPU, the peak
+the ratio printed is the median of the per-round ratios, whose range follows the row. Every
+method runs with the process's threads (torch's default: one per core); the factored step is also
+timed with one thread ("factored/1t"): its ~150 small d×d and m×d operations are each too small to
+share, so a second thread only adds synchronisation, while the softmax baseline's large GEMMs use
+every core. "softmax/fact1t" is the ratio with each method at its own best setting;
+"softmax/fact" keeps the threads equal. Peak memory: on CUDA, torch.cuda.max_memory_allocated per
+method; on CPU, the peak
 resident memory of a fresh process that runs only that method, minus that of a process that only
 imported torch (so each number is the method's own footprint).
 

@@ -65,7 +65,6 @@ class _Pending:
     Gc: Tensor  # the same in the compute dtype
     W_c: Tensor  # (m, d) target rows of W at forward time (reused by the step), compute dtype
     grad_H: Tensor  # (m, d) ∂L/∂H (bias column included), compute dtype
-    wbar_c: Tensor  # (d,) w̄ at forward time, compute dtype
     scale: float | None = None  # grad_output of the backward; None until backward ran
 
 
@@ -213,10 +212,7 @@ class FactoredSphericalLayer(nn.Module):
         if not isinstance(target, Tensor) or target.dtype != torch.int64 or target.shape != (h.shape[0],):
             got = f"{target.dtype} of shape {tuple(target.shape)}" if isinstance(target, Tensor) else type(target)
             raise ValueError(f"{name}: target must be int64 class indices of shape ({h.shape[0]},); got {got}.")
-        if len(target):
-            lo, hi = torch.aminmax(target)
-            if int(lo) < 0 or int(hi) >= self.num_classes:
-                check_index_range(name, target, self.num_classes, None)  # raises, naming the bad index
+        check_index_range(name, target, self.num_classes, None)
         if not bool(torch.isfinite(h).all()):
             raise ValueError(f"{name}: hidden states contain NaN or inf; check the network below the layer.")
 
@@ -266,7 +262,7 @@ class FactoredSphericalLayer(nn.Module):
         loss = loss.to(h.dtype)
         if not torch.is_grad_enabled():
             return loss
-        record = _Pending(self._version, H, Hc, target.clone(), s, G, Gc, W_c, grad_H, wbar_c)
+        record = _Pending(self._version, H, Hc, target.clone(), s, G, Gc, W_c, grad_H)
         self._records.append(record)
         trigger = torch.zeros(0, device=h.device, requires_grad=True)  # makes backward run even if h needs no grad
         return _FactoredLossFunction.apply(h, trigger, loss, grad_h, self, record)
@@ -311,7 +307,7 @@ class FactoredSphericalLayer(nn.Module):
         H, Hc, target, W_c, s = stack("h"), stack("hc"), stack("target"), stack("W_c"), stack("s")
         G, Gc, grad_H = stack("G", True, dim=1), stack("Gc", True, dim=1), stack("grad_H", True)
         # W' = shrink·(W − (lr/shrink)·G·Hᵀ): the gradient step uses the pre-decay W, then one rescale.
-        self._gradient_step(H, Hc, target, s, G, Gc, W_c, grad_H, ready[0].wbar_c, lr / shrink)
+        self._gradient_step(H, Hc, target, s, G, Gc, W_c, grad_H, lr / shrink)
         if wd > 0:
             self.U.mul_(shrink)
             self.UinvT.div_(shrink)
@@ -325,10 +321,10 @@ class FactoredSphericalLayer(nn.Module):
             self.stabilize()
 
     def _gradient_step(self, H: Tensor, Hc: Tensor, target: Tensor, s: Tensor, G: Tensor, Gc: Tensor,
-                       W_c: Tensor, grad_H: Tensor, wbar_c: Tensor, eta: float) -> None:
+                       W_c: Tensor, grad_H: Tensor, eta: float) -> None:
         """One exact SGD step of W given the loss partials G = (g_a, 2g_q, g_s, ·) and s = w̄ᵀh (float64);
-        Hc = H, W_c = W[target], grad_H = ∂L/∂H (rows W_jᵀ G_j), Gc = G and w̄, all for the current W
-        and in the compute dtype.
+        Hc = H, W_c = W[target], grad_H = ∂L/∂H (rows W_jᵀ G_j) and Gc = G, all for the current W and
+        in the compute dtype.
 
         The state is float64. The products that form the *increments* run in V's dtype (float32
         for a float32 layer: about 2.5× faster on a CPU); an increment's rounding error is relative
@@ -338,7 +334,7 @@ class FactoredSphericalLayer(nn.Module):
         g_a, two_gq, g_s = G[0], G[1], G[2]
         g_a_c, two_gq_c, g_s_c = Gc[0, :, None], Gc[1, :, None], Gc[2, :, None]
         Bt = Hc * two_gq_c  # Bᵀ, B = 2 Hᵀ diag(g_q): the outputs' part of G is W·B
-        Z = torch.addmm(W_c * g_a_c, g_s_c, wbar_c[None])  # rows of Wᵀ(Ẏ + 1g_sᵀ)
+        Z = torch.addmm(W_c * g_a_c, g_s_c, self.wbar.to(cd)[None])  # rows of Wᵀ(Ẏ + 1g_sᵀ)
         a_plus_Ds = torch.add(g_a, g_s, alpha=D)
         # M = GᵀG (m×m) without the m×D matrix G: with L = [Bᵀ, Z, g_s, g_a] and the symmetric
         # S = [[Q, I, 0, 0], [I, 0, 0, 0], [0, 0, D, 1], [0, 0, 1, 0]], GᵀG = L S Lᵀ + Ẏᵀ Ẏ,
