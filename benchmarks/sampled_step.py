@@ -32,8 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from lossbook._cosine import CosFace
-from lossbook.benchmark import output_layer_step, peak_memory_mb, time_step
+from lossbook.lab.benchmark import output_layer_step, peak_memory_mb, time_step
+from lossbook.margin import CosFace
 from lossbook.sampled import PartialFC, SampledSoftmaxLayer
 
 

@@ -9,7 +9,7 @@ user would pick instead, timed side by side in one process:
 
 For each (D, d) it prints milliseconds per step, the ratio softmax/factored next to the theory
 D/(4d), and peak memory. The ratio's two sides run in alternating rounds (--rounds, default 5;
-lossbook.benchmark.time_interleaved) so that the drift of a shared machine's speed falls on both;
+lossbook.lab.benchmark.time_interleaved) so that the drift of a shared machine's speed falls on both;
 the ratio printed is the median of the per-round ratios, whose range follows the row. Every
 method runs with the process's threads (torch's default: one per core); the factored step is also
 timed with one thread ("factored/1t"): its ~150 small d×d and m×d operations are each too small to
@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lossbook.benchmark import OUTPUT_LAYER_METHODS as METHODS
-from lossbook.benchmark import output_layer_step, peak_memory_mb, round_ratios, time_interleaved, time_step
+from lossbook.lab.benchmark import OUTPUT_LAYER_METHODS as METHODS
+from lossbook.lab.benchmark import output_layer_step, peak_memory_mb, round_ratios, time_interleaved, time_step
 
 
 def main(argv=None) -> int:
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
             per_round = round_ratios(inter, "softmax", "factored")
             per_round_1t = round_ratios(inter, "softmax", "factored/1t")
             mem = {} if args.no_memory else {
-                k: peak_memory_mb("lossbook.benchmark:output_layer_step", k, D, d, args.m, device=args.device)
+                k: peak_memory_mb("lossbook.lab.benchmark:output_layer_step", k, D, d, args.m, device=args.device)
                 for k in METHODS}
             ratio, ratio_1t = statistics.median(per_round), statistics.median(per_round_1t)
             rows.append({"D": D, "d": d, "m": args.m, "threads": threads, "ms": ms, "peak_mb": mem, "ratio": ratio,

@@ -6,24 +6,8 @@
     import lossbook.functional as LF            # the functional forms
 """
 
-from . import functional  # noqa: I001 - families in chapter order (the registry lists losses as imported)
-from .registry import FAMILIES, LossInfo, get_loss, list_losses, loss_info, loss_table, register_loss
-from .softmax import (
-    CompSumLoss,
-    CrossEntropyLoss,
-    GeneralizedCrossEntropyLoss,
-    MeanAbsoluteErrorLoss,
-    SumExponentialLoss,
-)
-from .spherical import FactoredSphericalLayer, SphericalSoftmaxLoss, SquaredErrorLoss, TaylorSoftmaxLoss, ZLoss
-from .sampled import (
-    CosineContrastiveLoss,
-    DecoupledSoftmaxLoss,
-    InBatchSoftmaxLoss,
-    PairwiseSoftmaxLoss,
-    PartialFC,
-    SampledSoftmaxLayer,
-)
+from . import functional
+from .calibration import FocalLoss
 from .margin import (
     ArcFaceLoss,
     CombinedMarginLoss,
@@ -33,6 +17,20 @@ from .margin import (
     SphereFace2Head,
     SphereFace2Loss,
     SphereFaceLoss,
+)
+from .registry import (
+    FAMILIES,
+    LossInfo,
+    MethodInfo,
+    get_loss,
+    list_losses,
+    list_methods,
+    loss_info,
+    loss_table,
+    method_info,
+    method_table,
+    register_loss,
+    register_method,
 )
 from .robust import (
     ActivePassiveLoss,
@@ -46,50 +44,72 @@ from .robust import (
     ReverseCrossEntropyLoss,
     SymmetricCrossEntropyLoss,
 )
+from .sampled import (
+    CosineContrastiveLoss,
+    DecoupledSoftmaxLoss,
+    InBatchSoftmaxLoss,
+    PairwiseSoftmaxLoss,
+    PartialFC,
+    SampledSoftmaxLayer,
+)
+from .softmax import (
+    CompSumLoss,
+    CrossEntropyLoss,
+    GeneralizedCrossEntropyLoss,
+    MeanAbsoluteErrorLoss,
+    SumExponentialLoss,
+)
+from .spherical import FactoredSphericalLayer, SphericalSoftmaxLoss, SquaredErrorLoss, TaylorSoftmaxLoss, ZLoss
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "functional",
     "FAMILIES",
-    "LossInfo",
-    "register_loss",
-    "list_losses",
-    "get_loss",
-    "loss_info",
-    "loss_table",
-    "CrossEntropyLoss",
-    "CompSumLoss",
-    "SumExponentialLoss",
-    "GeneralizedCrossEntropyLoss",
-    "MeanAbsoluteErrorLoss",
-    "ZLoss",
-    "TaylorSoftmaxLoss",
-    "FactoredSphericalLayer",
-    "SphericalSoftmaxLoss",
-    "SquaredErrorLoss",
-    "InBatchSoftmaxLoss",
-    "CosineContrastiveLoss",
-    "PairwiseSoftmaxLoss",
-    "DecoupledSoftmaxLoss",
-    "SampledSoftmaxLayer",
-    "PartialFC",
-    "NormalizedSoftmaxLoss",
-    "SphereFaceLoss",
-    "CosFaceLoss",
+    "ALDRKLLoss",
+    "ActivePassiveLoss",
     "ArcFaceLoss",
     "CombinedMarginLoss",
-    "SphereFace2Loss",
+    "CompSumLoss",
+    "CosFaceLoss",
+    "CosineContrastiveLoss",
+    "CrossEntropyLoss",
+    "DecoupledSoftmaxLoss",
+    "FactoredSphericalLayer",
+    "FocalLoss",
+    "GeneralizedCrossEntropyLoss",
+    "InBatchSoftmaxLoss",
+    "LDRKLLoss",
+    "LossInfo",
     "MarginHead",
-    "SphereFace2Head",
-    "ReverseCrossEntropyLoss",
-    "SymmetricCrossEntropyLoss",
+    "MeanAbsoluteErrorLoss",
+    "MethodInfo",
     "NormalizedCrossEntropyLoss",
     "NormalizedFocalLoss",
     "NormalizedGeneralizedCrossEntropyLoss",
     "NormalizedMeanAbsoluteErrorLoss",
     "NormalizedReverseCrossEntropyLoss",
-    "ActivePassiveLoss",
-    "LDRKLLoss",
-    "ALDRKLLoss",
+    "NormalizedSoftmaxLoss",
+    "PairwiseSoftmaxLoss",
+    "PartialFC",
+    "ReverseCrossEntropyLoss",
+    "SampledSoftmaxLayer",
+    "SphereFace2Head",
+    "SphereFace2Loss",
+    "SphereFaceLoss",
+    "SphericalSoftmaxLoss",
+    "SquaredErrorLoss",
+    "SumExponentialLoss",
+    "SymmetricCrossEntropyLoss",
+    "TaylorSoftmaxLoss",
+    "ZLoss",
+    "functional",
+    "get_loss",
+    "list_losses",
+    "list_methods",
+    "loss_info",
+    "loss_table",
+    "method_info",
+    "method_table",
+    "register_loss",
+    "register_method",
 ]

@@ -18,13 +18,26 @@ from torch import Tensor
 
 REDUCTIONS = ("none", "mean", "sum")
 
+#: How far outside [−1, 1] a cosine input may lie (rounding of a product of unit vectors).
+COSINE_TOLERANCE = 1e-6
 
-def _shape(t: Tensor) -> str:
+
+def format_shape(t: Tensor) -> str:
+    """A tensor's shape as a message shows it: ``(32,)``, ``(32, 1)``."""
     return "(" + ", ".join(str(s) for s in t.shape) + ("," if t.dim() == 1 else "") + ")"
 
 
-def _dtype(t: Tensor) -> str:
+def format_dtype(t: Tensor) -> str:
+    """A tensor's dtype as a message shows it: ``float32``, ``int64``."""
     return str(t.dtype).replace("torch.", "")
+
+
+def describe(value) -> str:
+    """What came, for a message: ``float32 of shape (32, 1)`` for a tensor, the type's name otherwise."""
+    if isinstance(value, Tensor):
+        return f"{format_dtype(value)} of shape {format_shape(value)}"
+    return type(value).__name__
+
 
 
 def check_reduction(name: str, reduction: str) -> None:
@@ -41,15 +54,15 @@ def check_logits(name: str, logits: Tensor) -> None:
         )
     if not logits.is_floating_point():
         raise TypeError(
-            f"{name}: logits must be a floating tensor; got {_dtype(logits)}. Use logits.float()."
+            f"{name}: logits must be a floating tensor; got {format_dtype(logits)}. Use logits.float()."
         )
     if logits.dim() != 2:
         fix = "logits.unsqueeze(0)" if logits.dim() == 1 else "logits.reshape(-1, logits.shape[-1])"
         raise ValueError(
-            f"{name}: logits must have shape (N, C); got {_shape(logits)}. Did you mean {fix}?"
+            f"{name}: logits must have shape (N, C); got {format_shape(logits)}. Did you mean {fix}?"
         )
     if logits.shape[1] < 1:
-        raise ValueError(f"{name}: logits need at least one class; got shape {_shape(logits)}.")
+        raise ValueError(f"{name}: logits need at least one class; got shape {format_shape(logits)}.")
 
 
 def target_kind(name: str, logits: Tensor, target: Tensor, *, allow_prob: bool) -> str:
@@ -67,8 +80,8 @@ def target_kind(name: str, logits: Tensor, target: Tensor, *, allow_prob: bool) 
             else:
                 hint = f"Did you mean target{'.squeeze(1).long()' if target.shape == (n, 1) else '.long()'}?"
             raise TypeError(
-                f"{name}: target must be int64 class indices of shape ({n},); got {_dtype(target)} "
-                f"of shape {_shape(target)}. {hint}"
+                f"{name}: target must be int64 class indices of shape ({n},); got {format_dtype(target)} "
+                f"of shape {format_shape(target)}. {hint}"
             )
         if target.shape != logits.shape:
             hint = (
@@ -80,60 +93,92 @@ def target_kind(name: str, logits: Tensor, target: Tensor, *, allow_prob: bool) 
             )
             raise ValueError(
                 f"{name}: probability targets must have the logits' shape ({n}, {c}); got "
-                f"{_dtype(target)} of shape {_shape(target)}.{hint}"
+                f"{format_dtype(target)} of shape {format_shape(target)}.{hint}"
             )
         if target.dtype != logits.dtype:
             raise TypeError(
-                f"{name}: probability targets must have the logits' dtype {_dtype(logits)}; got "
-                f"{_dtype(target)}. Use target.to(logits.dtype)."
+                f"{name}: probability targets must have the logits' dtype {format_dtype(logits)}; got "
+                f"{format_dtype(target)}. Use target.to(logits.dtype)."
             )
         return "prob"
     if target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f"{name}: target must be int64 class indices; got {_dtype(target)}.")
+        raise TypeError(f"{name}: target must be int64 class indices; got {format_dtype(target)}.")
     if target.dtype != torch.int64:
         raise TypeError(
-            f"{name}: target must be int64 class indices; got {_dtype(target)}. Use target.long()."
+            f"{name}: target must be int64 class indices; got {format_dtype(target)}. Use target.long()."
         )
     if target.shape != (n,):
         hint = " Did you mean target.squeeze(1)?" if target.shape == (n, 1) else ""
         raise ValueError(
             f"{name}: target must be int64 class indices of shape ({n},) to match logits of shape "
-            f"{_shape(logits)}; got shape {_shape(target)}.{hint}"
+            f"{format_shape(logits)}; got shape {format_shape(target)}.{hint}"
         )
     return "index"
 
 
-def check_embeddings(name: str, embeddings, d: int) -> None:
-    """``embeddings`` must be a floating (N, d) tensor."""
-    if not isinstance(embeddings, Tensor) or not embeddings.is_floating_point() or embeddings.dim() != 2 \
-            or embeddings.shape[1] != d:
-        got = f"{_dtype(embeddings)} of shape {_shape(embeddings)}" if isinstance(embeddings, Tensor) else \
-            type(embeddings).__name__
-        raise ValueError(f"{name}: embeddings must be a floating tensor of shape (N, {d}); got {got}.")
+def check_embeddings(name: str, embeddings, d: int | None = None) -> None:
+    """``embeddings`` must be a floating (N, d) tensor (any d when ``d`` is None).
+
+    TypeError for a non-tensor or a non-floating dtype, ValueError for a wrong shape.
+    """
+    shape = "(N, d)" if d is None else f"(N, {d})"
+    if not isinstance(embeddings, Tensor) or not embeddings.is_floating_point():
+        fix = " Use embeddings.float()." if isinstance(embeddings, Tensor) else \
+            " Wrap it with torch.as_tensor(x, dtype=torch.float32)."
+        raise TypeError(f"{name}: embeddings must be a floating tensor of shape {shape}; got "
+                        f"{describe(embeddings)}.{fix}")
+    if embeddings.dim() != 2 or (d is not None and embeddings.shape[1] != d):
+        raise ValueError(f"{name}: embeddings must be a floating tensor of shape {shape}; got {describe(embeddings)}.")
 
 
 def check_labels(name: str, labels, n: int, arg: str = "labels") -> None:
     """``labels`` (called ``arg`` in messages) must be int64 class indices of shape (n,), one per embedding."""
     if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
-        got = _dtype(labels) if isinstance(labels, Tensor) else type(labels).__name__
+        got = format_dtype(labels) if isinstance(labels, Tensor) else type(labels).__name__
         raise TypeError(f"{name}: {arg} must be int64 class indices of shape ({n},); got {got}. Use {arg}.long().")
     if labels.shape != (n,):
         hint = f" Did you mean {arg}.squeeze(1)?" if labels.shape == (n, 1) else ""
-        raise ValueError(f"{name}: {arg} must have shape ({n},) to match the embeddings; got {_shape(labels)}.{hint}")
+        raise ValueError(f"{name}: {arg} must have shape ({n},) to match the embeddings; got "
+                         f"{format_shape(labels)}.{hint}")
 
 
 def check_index_range(name: str, target: Tensor, num_classes: int, ignore_index: int | None) -> Tensor:
     """Return the mask of rows that count; raise if a counted target is out of [0, C)."""
+    return counted_rows(name, target, num_classes, ignore_index)[0]
+
+
+def counted_rows(name: str, target: Tensor, num_classes: int, ignore_index: int | None) -> tuple[Tensor, bool]:
+    """:func:`check_index_range`, and whether every row counts, with one read from the device."""
     valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
-    if target.numel():
-        bad = valid & ((target < 0) | (target >= num_classes))
-        if bool(bad.any()):
-            first = int(target[bad][0])
-            raise ValueError(
-                f"{name}: target holds class index {first}, outside [0, {num_classes}) for "
-                f"{num_classes} classes. Check the labels, or pass ignore_index={first} to skip such rows."
-            )
-    return valid
+    if not target.numel():
+        return valid, True
+    bad = valid & ((target < 0) | (target >= num_classes))
+    any_bad, all_counted = torch.stack([bad.any(), valid.all()]).tolist()
+    if any_bad:
+        first = int(target[bad][0])
+        raise ValueError(
+            f"{name}: target holds class index {first}, outside [0, {num_classes}) for "
+            f"{num_classes} classes. Check the labels, or pass ignore_index={first} to skip such rows."
+        )
+    return valid, all_counted
+
+
+def check_cosines(name: str, input: Tensor) -> None:  # noqa: A002 - torch's name
+    """``input`` must hold cosines: every entry in [−1 − 10⁻⁶, 1 + 10⁻⁶] (NaN fails too).
+
+    Reads one number back from the device, like the class-index range check. The engine calls it on
+    the counted rows only (ignored rows never reach it).
+    """
+    if input.numel() == 0:
+        return
+    worst = input.detach().abs().max()
+    if not bool(worst <= 1.0 + COSINE_TOLERANCE):
+        raise ValueError(
+            f"{name}: input must hold cosine similarities in [-1, 1] (unit embeddings times unit class "
+            f"weights); got an entry of absolute value {float(worst):.4g}. Normalise the embeddings and the "
+            "class weights first (lossbook.margin.cosine_logits(embeddings, weight)), or use "
+            "lossbook.MarginHead, which holds the class weights and normalises both."
+        )
 
 
 def check_weight(name: str, weight: Tensor | None, logits: Tensor) -> Tensor | None:
@@ -143,11 +188,11 @@ def check_weight(name: str, weight: Tensor | None, logits: Tensor) -> Tensor | N
     if not isinstance(weight, Tensor) or not weight.is_floating_point():
         raise TypeError(
             f"{name}: weight must be a floating tensor of shape ({c},), one weight per class; got "
-            f"{type(weight).__name__ if not isinstance(weight, Tensor) else _dtype(weight)}."
+            f"{type(weight).__name__ if not isinstance(weight, Tensor) else format_dtype(weight)}."
         )
     if weight.shape != (c,):
         raise ValueError(
-            f"{name}: weight must have shape ({c},), one weight per class; got {_shape(weight)}."
+            f"{name}: weight must have shape ({c},), one weight per class; got {format_shape(weight)}."
         )
     if weight.device != logits.device:
         raise ValueError(

@@ -14,20 +14,32 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import book
-from .registry import FAMILIES, loss_table
+from .registry import FAMILIES, loss_table, method_table
+
+# The book's machinery lives in lossbook.lab; it is imported inside the commands that need it, so
+# that `lossbook list` (and importing this module) loads the losses only.
 
 
 def _list(args) -> int:
     import pandas as pd
 
-    table = loss_table(args.family)
+    losses = loss_table(args.family)
+    methods = method_table(args.family)
+    where = "" if args.family is None else f" in family {args.family!r}"
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
-        print(table[["loss", "family", "paper", "hyper-parameters", "properties"]].to_string(index=False))
+        print(f"Registered losses{where} ({len(losses)}): loss(input, target, *, weight, ignore_index, reduction, ...)")
+        columns = ["loss", "family", "paper", "hyper-parameters", "properties"]
+        print(losses[columns].to_string(index=False) if len(losses) else "  (none)")
+        print()
+        print(f"Heads, layers, transforms and other methods{where} ({len(methods)}):")
+        columns = ["method", "kind", "family", "paper", "import"]
+        print(methods[columns].to_string(index=False) if len(methods) else "  (none)")
     return 0
 
 
 def _run(args) -> int:
+    from .lab import book
+
     root = book.repo_root()
     paths = book.resolve_chapters(args.chapters, root)
     if not args.inplace and args.out is None:
@@ -54,6 +66,8 @@ def _run(args) -> int:
 def _claims(args) -> int:
     import pandas as pd
 
+    from .lab import book
+
     folder = Path(args.dir) if args.dir else book.repo_root() / "notebooks"
     df = book.collect_claims(folder)
     with pd.option_context("display.max_colwidth", 80, "display.width", 250):
@@ -71,6 +85,8 @@ def _jupyter_book() -> str:
 
 
 def _build(args) -> int:
+    from .lab import book
+
     root = book.repo_root()
     jb = _jupyter_book()
     if args.all:
@@ -79,16 +95,18 @@ def _build(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .lab.book import SCALES
+
     p = argparse.ArgumentParser(prog="lossbook", description="The lossbook library and executable book.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    pl = sub.add_parser("list", help="list the registered losses")
+    pl = sub.add_parser("list", help="list the registered losses, then the heads, layers and other methods")
     pl.add_argument("--family", choices=FAMILIES)
     pl.set_defaults(func=_list)
 
     pr = sub.add_parser("run", help="execute chapters with papermill")
     pr.add_argument("chapters", nargs="*", help="chapter names or numbers (default: all, then the report card)")
-    pr.add_argument("--scale", choices=book.SCALES, default="smoke")
+    pr.add_argument("--scale", choices=SCALES, default="smoke")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     pr.add_argument("--out", help="folder for the executed notebooks")

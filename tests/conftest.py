@@ -7,6 +7,9 @@
 * :func:`make_input` / :func:`to_input`: logits mapped into a registered loss's input domain
   (``inputs="cosine"`` losses, the margin family, get tanh(x) ∈ [−1, 1]; the others x itself), so the
   generic contract tests feed every loss valid inputs.
+* the golden runs (``tests/golden/*.ipynb``, collected by nbval under ``--nbval``) are compared by
+  :mod:`lossbook.lab.golden`: exactly, or within the chapter's stated tolerance for cells tagged
+  ``golden-float`` / ``golden-trained`` / ``golden-timing``, so they pass on any CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from hypothesis import HealthCheck, settings
 
 import lossbook
+from lossbook.lab import golden
 
 # Tests use tiny tensors: intra-op threads only add OpenMP spin-wait overhead, which is severe under
 # pytest-xdist on a small machine (measured ~40x slower on 2 cores with 2 workers).
@@ -105,3 +109,31 @@ def hp_kwargs(name: str) -> dict:
 def call_loss(name: str, logits, target, **kwargs):
     """Call the registered function of ``name`` with its default hyper-parameters plus ``kwargs``."""
     return lossbook.loss_info(name).function(logits, target, **{**hp_kwargs(name), **kwargs})
+
+
+# ---- the golden runs: nbval executes, lossbook.lab.golden compares ---------------------------------
+
+
+def _golden_cell_class():
+    from nbval.plugin import IPyNbCell
+
+    class GoldenCell(IPyNbCell):
+        """An nbval cell whose outputs are compared by the cell's class (see lossbook.lab.golden)."""
+
+        def compare_outputs(self, test, ref, skip_compare=None):
+            diff = golden.compare_cell(ref, test, tags=self.cell.metadata.get("tags", []),
+                                       nb_metadata=self.parent.nb.metadata, sanitize=self.sanitize)
+            self.comparison_traceback = [] if diff is None else [diff]
+            return diff is None
+
+    return IPyNbCell, GoldenCell
+
+
+def pytest_collection_modifyitems(config, items):
+    """Golden cells get lossbook's comparison (nbval's own would demand the last digit)."""
+    if not getattr(config.option, "nbval", False):
+        return
+    base, cls = _golden_cell_class()
+    for item in items:
+        if type(item) is base:
+            item.__class__ = cls

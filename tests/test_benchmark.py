@@ -1,11 +1,11 @@
-"""lossbook.benchmark: the timing helpers the benchmarks and chapters rely on (no timed assertions)."""
+"""lossbook.lab.benchmark: the timing helpers the benchmarks and chapters rely on (no timed assertions)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lossbook.benchmark import output_layer_step, round_ratios, time_interleaved, time_step
+from lossbook.lab.benchmark import output_layer_step, round_ratios, time_interleaved, time_step
 
 
 def test_time_step_warms_up_then_stops_at_max_reps():

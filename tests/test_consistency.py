@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from lossbook.data import GaussianMixture
+from lossbook.lab.consistency import consistency_trajectory
+from lossbook.lab.data import GaussianMixture
 from lossbook.softmax import (
     comp_sum_bayes_risk,
     comp_sum_bound,
     comp_sum_calibration,
     comp_sum_conditional_risk,
-    consistency_trajectory,
     excess_risks,
 )
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lossbook import corpus
-from lossbook.corpus import Vocabulary, ZipfMarkovChain, ngram_dataset, split_ids, zipf_markov_chain
+from lossbook.lab import corpus
+from lossbook.lab.corpus import Vocabulary, ZipfMarkovChain, ngram_dataset, split_ids, zipf_markov_chain
 
 FEW_FILES = 12  # the first 12 stdlib files in sorted order: ~13 k tokens, well under 0.1 s to tokenize
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from lossbook import data
+from lossbook.lab import data
 
 # --- load_digits ---------------------------------------------------------------------------------------
 

@@ -210,3 +210,39 @@ def test_no_assert_or_bare_raise_in_the_library():
                 offenders.append(f"{path.relative_to(root)}:{node.lineno}: bare raise")
     assert len(list(root.rglob("*.py"))) > 5
     assert not offenders, offenders
+
+
+def _layer(h, y):
+    return lossbook.FactoredSphericalLayer(4, 10)(h, y)
+
+
+def _head(x):
+    return lossbook.MarginHead(5, 7)(x, torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "fn, args, exc, match",
+    [
+        (_head, ([[0.0] * 5] * 3,), TypeError,
+         r"^MarginHead: embeddings must be a floating tensor of shape \(N, 5\); got list\. "
+         r"Wrap it with torch\.as_tensor"),
+        (_head, (torch.zeros(3, 5, dtype=torch.long),), TypeError,
+         r"^MarginHead: embeddings must be a floating tensor of shape \(N, 5\); got int64 of shape \(3, 5\)\. "
+         r"Use embeddings\.float\(\)"),
+        (_head, (torch.zeros(3, 4),), ValueError,
+         r"^MarginHead: embeddings must be a floating tensor of shape \(N, 5\); got float32 of shape \(3, 4\)\.$"),
+        (lambda x: LF.partial_fc_loss(x, torch.zeros(3, dtype=torch.long), torch.randn(7, 5)), ("not a tensor",),
+         TypeError, r"^partial_fc_loss: embeddings must be a floating tensor of shape \(N, 5\); got str"),
+        (lambda h: _layer(h, torch.tensor([1, 2])), (torch.zeros(2, 4, dtype=torch.long),), TypeError,
+         r"^FactoredSphericalLayer: hidden states must be a floating tensor of shape \(m, 4\); got int64"),
+        (lambda h: _layer(h, torch.tensor([1, 2])), (torch.zeros(2, 5),), ValueError,
+         r"^FactoredSphericalLayer: hidden states must be a floating tensor of shape \(m, 4\); got float32 of shape"),
+        (lambda y: _layer(torch.zeros(2, 4), y), (torch.tensor([1.0, 2.0]),), TypeError,
+         r"^FactoredSphericalLayer: target must be int64 class indices of shape \(2,\); got float32"),
+    ],
+    ids=["head-list", "head-int", "head-shape", "partial-fc-str", "layer-int", "layer-shape", "layer-float-target"],
+)
+def test_embedding_and_hidden_state_errors_say_type_or_value(fn, args, exc, match):
+    """A wrong type or dtype is a TypeError, a wrong shape a ValueError, for heads and layers too."""
+    with pytest.raises(exc, match=match):
+        fn(*args)

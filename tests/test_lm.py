@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lossbook.corpus import ZipfMarkovChain, ngram_dataset, split_ids
-from lossbook.lm import LMConfig, topk_accuracy_curve, train_ngram_lm
+from lossbook.lab.corpus import ZipfMarkovChain, ngram_dataset, split_ids
+from lossbook.lab.lm import LMConfig, topk_accuracy_curve, train_ngram_lm
 
 
 def test_topk_accuracy_curve_counts_hits_by_rank():

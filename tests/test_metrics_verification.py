@@ -1,5 +1,5 @@
 """Verification and top-k recommendation metrics (against brute force), and the synthetic identities
-and recommender generators of :mod:`lossbook.data`."""
+and recommender generators of :mod:`lossbook.lab.data`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 from scipy.special import ive
 
-from lossbook import data, metrics
+from lossbook import metrics
+from lossbook.lab import data
 
 # --- pair_scores / tar_at_far ---------------------------------------------------------------------------
 

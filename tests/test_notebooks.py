@@ -2,8 +2,9 @@
 
 * every chapter executes at ``scale="smoke"`` with papermill and publishes a claims table;
 * the committed smoke-scale runs in ``tests/golden/`` are current (same code as the chapters);
-  pytest's nbval plugin re-executes them and compares every text output, so a number that changes
-  or is not reproducible fails (see the Makefile's test command);
+  pytest's nbval plugin re-executes them and :mod:`lossbook.lab.golden` compares every text output,
+  exactly or within the chapter's stated tolerance by the cell's class, so a result that changes
+  fails on any CPU (see the Makefile's test command and tests/conftest.py);
 * the committed book-scale chapters carry outputs, no errors, and widget state for the HTML.
 """
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lossbook import book
+from lossbook.lab import book
+from lossbook.lab import golden as golden_compare
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = [p for p in book.chapters(ROOT) if p.name != book.REPORT_CARD]
@@ -39,8 +41,8 @@ def test_there_are_chapters():
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
 def test_chapter_runs_at_smoke_scale(chapter, tmp_path):
-    result = book.run_chapter(chapter, tmp_path / chapter.name, scale="smoke", timeout=300)
-    assert result.seconds < 120, f"{chapter.stem} took {result.seconds:.0f} s at smoke scale"
+    # No wall-clock assertion (a busy machine would fail it): papermill's per-cell timeout is the only limit.
+    book.run_chapter(chapter, tmp_path / chapter.name, scale="smoke", timeout=300)
     claims = book.collect_claims(tmp_path)
     assert len(claims) > 0, f"{chapter.stem} published no claims table"
     assert set(claims["verdict"]) <= {"supported", "not supported at this scale", "inconclusive"}
@@ -59,8 +61,12 @@ def test_golden_run_is_current(chapter):
     golden = GOLDEN / chapter.name
     assert golden.exists(), f"{golden} is missing: run `make golden`"
     assert _code_cells(golden) == _code_cells(chapter), f"{golden.name} is stale: run `make golden`"
-    params = json.loads(golden.read_text())["metadata"]["papermill"]["parameters"]
-    assert params.get("scale") == "smoke"
+    nb = json.loads(golden.read_text())
+    assert nb["metadata"]["papermill"]["parameters"].get("scale") == "smoke"
+    # the comparison classes and tolerances nbval will use are well-formed (lossbook.lab.golden)
+    golden_compare.chapter_tolerances(nb["metadata"])
+    for cell in nb["cells"]:
+        golden_compare.cell_class(cell.get("metadata", {}).get("tags", []))
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)

@@ -12,11 +12,12 @@ import torch.nn.functional as TF
 from conftest import F64, assert_close64, make_logits, make_target, make_weight
 
 import lossbook.functional as LF
+from lossbook.lab.distill import distill
+from lossbook.lab.train import fit, mlp, set_seed
 from lossbook.robust import (
     InterpolatedSupConLoss,
     SelfDistillationLoss,
     ZErrorLoss,
-    distill,
     distillation_targets,
     interpolated_supcon_loss,
     knn_label_agreement,
@@ -25,7 +26,6 @@ from lossbook.robust import (
     z_error_loss,
     z_error_mask,
 )
-from lossbook.train import fit, mlp, set_seed
 
 N, C = 8, 5
 

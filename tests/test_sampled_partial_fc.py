@@ -15,16 +15,16 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import lossbook
-from lossbook._cosine import (
+from lossbook.margin import (
     ArcFace,
     CosFace,
+    MarginHead,
     NormalizedSoftmax,
     arcface_logits,
     cosface_logits,
     cosine_logits,
     unit_rows,
 )
-from lossbook.margin import MarginHead
 from lossbook.sampled import PartialFC, partial_fc_loss, partial_fc_sample
 
 F64 = torch.float64

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lossbook.sampled import (
     AllSampler,
     CandidateSample,
+    LogUniformSampler,
     SampledSoftmaxLayer,
     UniformSampler,
     UnigramSampler,
@@ -294,6 +295,34 @@ def test_layer_nce_and_custom_sampler():
     _close(layer(h, y), ref)
 
 
+# --- a sampler's own draw, passed as sampled_values -----------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", [sampled_softmax_loss, nce_loss], ids=["sampled_softmax", "nce"])
+@pytest.mark.parametrize("as_tuple", [False, True], ids=["CandidateSample", "tuple"])
+def test_sampler_draw_for_1d_labels_is_accepted(fn, as_tuple):
+    """``sampler.sample(S, true_classes=y)`` with 1-D labels y (N,) gives true_expected_count (N,): the
+    losses take it with those labels, as num_true = 1, and give what the same draw gives for (N, 1)."""
+    W, b, h, y = _problem(D=30, d=4, n=6)
+    sampler = LogUniformSampler(30)
+    sample = sampler.sample(5, true_classes=y, generator=_gen(3))
+    assert sample.true_expected_count.shape == (6,)
+    values = tuple(sample) if as_tuple else sample
+    got = fn(W, b, y, h, 5, sampled_values=values, reduction="none", return_aux=True)
+    # the same draw, with 2-D labels and counts
+    sample_2d = CandidateSample(sample.sampled_candidates, sample.true_expected_count.unsqueeze(1),
+                                sample.sampled_expected_count, sample.num_tries, sample.unique)
+    want = fn(W, b, y.unsqueeze(1), h, 5, sampled_values=sample_2d, reduction="none")
+    _close(got.loss, want)
+    # and what the loss draws itself with the same generator
+    drawn = fn(W, b, y, h, 5, sampler=LogUniformSampler(30), generator=_gen(3), reduction="none")
+    _close(got.loss, drawn)
+    assert got.sample.true_expected_count.shape == (6, 1)
+    assert sample.true_expected_count.shape == (6,)  # the caller's sample is not modified
+    # 2-D labels (N, 1) with the 1-D counts of the same draw are accepted too
+    _close(fn(W, b, y.unsqueeze(1), h, 5, sampled_values=values, reduction="none"), want)
+
+
 # --- errors -------------------------------------------------------------------------------------------------------
 
 
@@ -329,8 +358,17 @@ def test_errors():
         sampled_softmax_loss(W, b, y, h, 3, sampler=UniformSampler(5))
     with pytest.raises(ValueError, match=r"num_sampled must be an int ≥ 1; got 0"):
         sampled_softmax_loss(W, b, y, h, 0)
-    with pytest.raises(ValueError, match=r"true_expected_count must have the labels' shape \(6, 1\)"):
+    with pytest.raises(ValueError, match=r"true_expected_count must have the labels' shape \(6,\) or \(6, 1\), "
+                                         r"one expected count per true label; got \(5,\)\. Draw the sample with "
+                                         r"sampler\.sample\(num_sampled, true_classes=labels\)"):
         sampled_softmax_loss(W, b, y, h, 2, sampled_values=CandidateSample(
+            torch.tensor([1, 2]), torch.ones(5, dtype=F64), torch.ones(2, dtype=F64), 2, True))
+    with pytest.raises(ValueError, match=r"true_expected_count must have the labels' shape \(6,\) or \(6, 1\).*None"):
+        sampled_softmax_loss(W, b, y, h, 2, sampled_values=CandidateSample(
+            torch.tensor([1, 2]), None, torch.ones(2, dtype=F64), 2, True))
+    y2 = torch.stack([y, (y + 1) % 10], dim=1)
+    with pytest.raises(ValueError, match=r"true_expected_count must have the labels' shape \(6, 2\), .*got \(6,\)"):
+        nce_loss(W, b, y2, h, 2, sampled_values=CandidateSample(
             torch.tensor([1, 2]), torch.ones(6, dtype=F64), torch.ones(2, dtype=F64), 2, True))
     with pytest.raises(ValueError, match=r"num_sampled=3 but sampled_values holds 2 candidates"):
         sampled_softmax_loss(W, b, y, h, 3, sampled_values=(torch.tensor([1, 2]), torch.ones(6, 1), torch.ones(2)))

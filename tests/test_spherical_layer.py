@@ -218,18 +218,21 @@ def test_no_grad_forward_leaves_nothing_pending_and_empty_batch_is_finite():
 
 
 @pytest.mark.parametrize(
-    "h, y, match",
+    "h, y, exc, match",
     [
-        (torch.randn(3, 5), torch.tensor([0, 1, 2]), r"shape \(m, 4\)"),
-        (torch.randn(3, 4), torch.tensor([0, 1, 10]), r"class index 10, outside \[0, 10\)"),
-        (torch.randn(3, 4), torch.tensor([0.0, 1.0, 2.0]), r"int64 class indices of shape \(3,\)"),
-        (torch.tensor([[0.0, float("nan"), 0.0, 0.0]]), torch.tensor([1]), "NaN or inf"),
-        (torch.randint(0, 3, (2, 4)), torch.tensor([1, 2]), "floating tensor"),
+        (torch.randn(3, 5), torch.tensor([0, 1, 2]), ValueError, r"shape \(m, 4\); got float32 of shape \(3, 5\)"),
+        (torch.randn(3, 4), torch.tensor([0, 1, 10]), ValueError, r"class index 10, outside \[0, 10\)"),
+        (torch.randn(3, 4), torch.tensor([0.0, 1.0, 2.0]), TypeError,
+         r"target must be int64 class indices of shape \(3,\)"),
+        (torch.randn(3, 4), torch.tensor([[0], [1], [2]]), ValueError, r"target must have shape \(3,\)"),
+        (torch.tensor([[0.0, float("nan"), 0.0, 0.0]]), torch.tensor([1]), ValueError, "NaN or inf"),
+        (torch.randint(0, 3, (2, 4)), torch.tensor([1, 2]), TypeError, "floating tensor.*got int64"),
+        ([[0.0] * 4], torch.tensor([1]), TypeError, "floating tensor.*got list"),
     ],
 )
-def test_bad_inputs_raise_clear_errors(h, y, match):
+def test_bad_inputs_raise_clear_errors(h, y, exc, match):
     layer = FactoredSphericalLayer(4, 10)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(exc, match=rf"^FactoredSphericalLayer: .*{match}"):
         layer(h, y)
 
 

@@ -12,8 +12,9 @@ import torch
 from scipy import stats
 
 import lossbook
-from lossbook import book, cli, experiments, metrics, train
-from lossbook.experiments import CLAIMS_KEY, INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+from lossbook import cli, metrics
+from lossbook.lab import book, experiments, train
+from lossbook.lab.experiments import CLAIMS_KEY, INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 
 # --- training ---------------------------------------------------------------------------------------
 
@@ -367,8 +368,11 @@ def test_clean_metadata(tmp_path):
 def test_cli_list_prints_every_loss(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split()[:3] == ["loss", "family", "paper"]
+    lines = out.splitlines()
+    assert lines[0].startswith("Registered losses") and lines[1].split()[:3] == ["loss", "family", "paper"]
     for name in lossbook.list_losses():
+        assert name in out
+    for name in lossbook.list_methods():  # then the heads, layers, transforms and other methods
         assert name in out
     assert "tau=1.0" in out
 

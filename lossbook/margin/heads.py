@@ -14,26 +14,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
-from .._cosine import GRADS, ArcFace, cosine_logits
-from .._module import IndexLossModule
 from .._validation import (
-    _dtype,
-    _shape,
     check_embeddings,
     check_index_range,
     check_labels,
-    check_logits,
     check_number,
     check_reduction,
     check_weight,
+    describe,
     reduce_loss,
-    target_kind,
 )
-from ..registry import register_loss
-from ..softmax.cross_entropy import cross_entropy
-from .losses import _PROPERTIES, check_cosines
-from .transforms import MagFace
+from ..engine import INDEX_OPTIONS, IndexOptions, LossModule, class_loss
+from ..registry import register_loss, register_method
+from ..softmax import cross_entropy
+from .losses import _PROPERTIES
+from .transforms import GRADS, ArcFace, MagFace, cosine_logits
 
 __all__ = [
     "MarginHead",
@@ -62,6 +59,7 @@ def _check_size(name: str, arg: str, v) -> int:
 UNPG_QUARTILES = ("unpg", "linear", "lower", "higher", "nearest", "midpoint")
 
 
+@register_method(kind="building block", family="margin", paper="jung2022unpg")
 def unpg_negatives(embeddings: Tensor, labels: Tensor, *, whisker: float = 1.0, quartiles: str = "unpg") -> Tensor:
     r"""UNPG's in-batch negative-pair cosines, filtered by a box-and-whisker rule (Jung et al. 2022).
 
@@ -77,10 +75,7 @@ def unpg_negatives(embeddings: Tensor, labels: Tensor, *, whisker: float = 1.0, 
     ``head.zoo.yaml`` sets w = 1.5 for its ``unpg`` entry and 1.0 for the others; 1.0 here.
     """
     name = "unpg_negatives"
-    if not isinstance(embeddings, Tensor) or not embeddings.is_floating_point() or embeddings.dim() != 2:
-        got = f"{_dtype(embeddings)} of shape {_shape(embeddings)}" if isinstance(embeddings, Tensor) else \
-            type(embeddings).__name__
-        raise ValueError(f"{name}: embeddings must be a floating tensor of shape (N, d); got {got}.")
+    check_embeddings(name, embeddings)
     check_labels(name, labels, embeddings.shape[0])
     w = check_number(name, "whisker", whisker, low=0.0)
     if quartiles not in UNPG_QUARTILES:
@@ -103,6 +98,7 @@ def unpg_negatives(embeddings: Tensor, labels: Tensor, *, whisker: float = 1.0, 
     return ordered[keep]
 
 
+@register_method(kind="building block", family="margin", paper="jung2022unpg")
 def unpg_logits(logits: Tensor, negatives: Tensor, scale: float) -> Tensor:
     """Append the negative-pair cosines as K extra logit columns s·cos (no margin) to every row:
     (N, C) → (N, C + K). The targets stay in [0, C), so the extra columns act as negatives only
@@ -133,6 +129,7 @@ class MarginHeadOutput:
     negatives: Tensor | None
 
 
+@register_method(kind="head", family="margin", paper="deng2019arcface")
 class MarginHead(nn.Module):
     r"""Class centres plus a margin transform: logits and the margin-softmax loss of embeddings.
 
@@ -288,8 +285,7 @@ def _sf2_bias(name: str, bias, num_classes: int, r, m, lam, t) -> Tensor | float
         return sphereface2_bias_init(num_classes, scale=r, margin=m, lambda_=lam, t=t)
     if isinstance(bias, Tensor):
         if not bias.is_floating_point() or bias.numel() != 1:
-            raise ValueError(f"{name}: bias must be a float or a one-element floating tensor; got "
-                             f"{_dtype(bias)} of shape {_shape(bias)}.")
+            raise ValueError(f"{name}: bias must be a float or a one-element floating tensor; got {describe(bias)}.")
         return bias.reshape(())
     return check_number(name, "bias", bias)
 
@@ -314,36 +310,15 @@ def _check_sphereface2(bias=None, scale=40.0, margin=0.4, lambda_=0.7, t=3.0, lo
     return r, m, lam, t, lw
 
 
-@register_loss(
-    "sphereface2",
-    family="margin",
-    paper="wen2022sphereface2",
-    target="index",
-    inputs="cosine",
-    properties=_PROPERTIES,
-    supports=("weight", "ignore_index"),
-    summary="SphereFace2: one-vs-all binary losses on r·(g(cos θ) ∓ m) + b, weighted λ / (1 − λ).",
-    formula=(
-        r"\ell = \tfrac{w}{r}\Big[\lambda\log\big(1+e^{-(r(g(\cos\theta_y)-m)+b)}\big) + "
-        r"(1-\lambda)\sum_{j\ne y}\log\big(1+e^{r(g(\cos\theta_j)+m)+b}\big)\Big],\ "
-        r"g(c) = 2\big(\tfrac{c+1}{2}\big)^t - 1"
-    ),
-)
-def sphereface2_loss(
-    input: Tensor,  # noqa: A002 - torch's name
-    target: Tensor,
-    *,
-    bias: float | Tensor | None = None,
-    scale: float = 40.0,
-    margin: float = 0.4,
-    lambda_: float = 0.7,
-    t: float = 3.0,
-    loss_weight: float = 1.0,
-    grad: str = "exact",
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-) -> Tensor:
+@register_loss("sphereface2", family="margin", paper="wen2022sphereface2", inputs="cosine", supports=INDEX_OPTIONS,
+               check=_check_sphereface2, properties=_PROPERTIES,
+               summary="SphereFace2: one-vs-all binary losses on r·(g(cos θ) ∓ m) + b, weighted λ / (1 − λ).",
+               formula=r"\ell = \tfrac{w}{r}\Big[\lambda\log\big(1+e^{-(r(g(\cos\theta_y)-m)+b)}\big) + "
+                       r"(1-\lambda)\sum_{j\ne y}\log\big(1+e^{r(g(\cos\theta_j)+m)+b}\big)\Big],\ "
+                       r"g(c) = 2\big(\tfrac{c+1}{2}\big)^t - 1")
+def sphereface2_loss(input: Tensor, target: Tensor, *, bias: float | Tensor | None = None, scale: float = 40.0,
+                     margin: float = 0.4, lambda_: float = 0.7, t: float = 3.0, loss_weight: float = 1.0,
+                     grad: str = "exact", **options: Unpack[IndexOptions]) -> Tensor:
     r"""SphereFace2 (Wen et al. 2022): C binary (one-vs-all) logistic losses per row, no softmax.
 
     Per row, with c_j = cos θ_j, r = ``scale``, g(c) = 2((c + 1)/2)^t − 1
@@ -366,33 +341,24 @@ def sphereface2_loss(
     """
     name = "sphereface2_loss"
     r, m, lam, t, lw = _check_sphereface2(bias, scale, margin, lambda_, t, loss_weight, grad)
-    check_logits(name, input)
-    check_reduction(name, reduction)
-    target_kind(name, input, target, allow_prob=False)
-    weight = check_weight(name, weight, input)
-    n, c = input.shape
-    valid = check_index_range(name, target, c, ignore_index)
-    check_cosines(name, input)
-    b = _sf2_bias(name, bias, c, r, m, lam, t)
-    safe = torch.where(valid, target, 0)
-    onehot = F.one_hot(safe, c).to(input.dtype) if n else input.new_zeros(0, c)
-    z = _sf2_logits(input, onehot, b, r, m, t, grad)
-    per_entry = lam * onehot * F.softplus(-z) + (1.0 - lam) * (1.0 - onehot) * F.softplus(z)
-    w_y = valid.to(input.dtype)
-    if weight is not None:
-        w_y = w_y * weight[safe]
-    per_row = torch.where(valid, per_entry.sum(dim=1), torch.zeros_like(w_y)) * (lw / r) * w_y
-    return reduce_loss(per_row, reduction, denominator=w_y.sum())
+
+    def per_row(z: Tensor, y: Tensor) -> Tensor:
+        n, c = z.shape
+        b = _sf2_bias(name, bias, c, r, m, lam, t)
+        onehot = F.one_hot(y, c).to(z.dtype) if n else z.new_zeros(0, c)
+        logits = _sf2_logits(z, onehot, b, r, m, t, grad)
+        per_entry = lam * onehot * F.softplus(-logits) + (1.0 - lam) * (1.0 - onehot) * F.softplus(logits)
+        return per_entry.sum(dim=1) * (lw / r)
+
+    return class_loss(name, input, target, per_row=per_row, cosine=True, **options)
 
 
-sphereface2_loss.check_hyperparameters = _check_sphereface2
-
-
-class SphereFace2Loss(IndexLossModule, loss="sphereface2"):
+class SphereFace2Loss(LossModule, loss="sphereface2"):
     """Module form of :func:`lossbook.functional.sphereface2_loss` (a fixed bias; for a learnable
     one, and the class weights, use :class:`SphereFace2Head`)."""
 
 
+@register_method(kind="head", family="margin", paper="wen2022sphereface2")
 class SphereFace2Head(nn.Module):
     r"""SphereFace2's head: class centres ``weight`` (C, d) and the learnable scalar ``bias``.
 
@@ -438,9 +404,10 @@ class SphereFace2Head(nn.Module):
         onehot = F.one_hot(target, self.num_classes).to(cos.dtype)
         return _sf2_logits(cos, onehot, self.bias.reshape(()), self.scale, self.margin, self.t, self.grad)
 
-    def loss(self, embeddings: Tensor, target: Tensor, *, weight: Tensor | None = None, ignore_index: int = -100,
-             reduction: str = "mean") -> Tensor:
+    def loss(self, embeddings: Tensor, target: Tensor, **options: Unpack[IndexOptions]) -> Tensor:
+        """The SphereFace2 loss of ``embeddings`` (N, d) with targets (N,); torch's options as in
+        :func:`sphereface2_loss`."""
         cos = self.cosines(embeddings)
         return sphereface2_loss(cos, target, bias=self.bias, scale=self.scale, margin=self.margin,
                                 lambda_=self.lambda_, t=self.t, loss_weight=self.loss_weight, grad=self.grad,
-                                weight=weight, ignore_index=ignore_index, reduction=reduction)
+                                **options)

@@ -6,89 +6,23 @@ embedding pairs).
 GCE and MAE live in :mod:`lossbook.softmax` (they are comp-sum members) and are re-exported here.
 """
 
-from ..softmax.comp_sum import (  # noqa: I001 - registration order: RCE/SCE, normalised/APL, LDR
+from ..softmax.comp_sum import (
     GeneralizedCrossEntropyLoss,
     MeanAbsoluteErrorLoss,
     generalized_cross_entropy,
     mean_absolute_error,
 )
-from .symmetric import (
-    LOG_ZERO,
-    ReverseCrossEntropyLoss,
-    SymmetricCrossEntropyLoss,
-    reverse_cross_entropy,
-    symmetric_cross_entropy,
-)
-from .normalized import (
-    ACTIVE_LOSSES,
-    PASSIVE_LOSSES,
-    ActivePassiveLoss,
-    NormalizedCrossEntropyLoss,
-    NormalizedFocalLoss,
-    NormalizedGeneralizedCrossEntropyLoss,
-    NormalizedMeanAbsoluteErrorLoss,
-    NormalizedReverseCrossEntropyLoss,
-    active_passive_loss,
-    normalized_cross_entropy,
-    normalized_focal_loss,
-    normalized_generalized_cross_entropy,
-    normalized_mean_absolute_error,
-    normalized_reverse_cross_entropy,
-)
-from .ldr import ALDRKLLoss, ALDROutput, LDRKLLoss, aldr_kl_loss, aldr_lambda, ldr_kl_loss
-from ._parts import log1m_softmax, loss_matrix
-from .detect import NoiseDetection, knn_label_agreement
-from .distill import SelfDistillationLoss, distill, distillation_targets, self_distillation_loss
-from .moit import InterpolatedSupConLoss, MixupBatch, interpolated_supcon_loss, mixup_batch
-from .z_error import ZErrorLoss, ZErrorOutput, z_error_loss, z_error_mask
+from . import _parts, detect, distill, ldr, moit, normalized, symmetric, z_error
+from ._parts import *  # noqa: F403
+from .detect import *  # noqa: F403
+from .distill import *  # noqa: F403
+from .ldr import *  # noqa: F403
+from .moit import *  # noqa: F403
+from .normalized import *  # noqa: F403
+from .symmetric import *  # noqa: F403
+from .z_error import *  # noqa: F403
 
-__all__ = [
-    # registered losses and their Modules
-    "reverse_cross_entropy",
-    "symmetric_cross_entropy",
-    "normalized_cross_entropy",
-    "normalized_focal_loss",
-    "normalized_generalized_cross_entropy",
-    "normalized_mean_absolute_error",
-    "normalized_reverse_cross_entropy",
-    "active_passive_loss",
-    "ldr_kl_loss",
-    "aldr_kl_loss",
-    "ReverseCrossEntropyLoss",
-    "SymmetricCrossEntropyLoss",
-    "NormalizedCrossEntropyLoss",
-    "NormalizedFocalLoss",
-    "NormalizedGeneralizedCrossEntropyLoss",
-    "NormalizedMeanAbsoluteErrorLoss",
-    "NormalizedReverseCrossEntropyLoss",
-    "ActivePassiveLoss",
-    "LDRKLLoss",
-    "ALDRKLLoss",
-    # re-exported from lossbook.softmax
-    "generalized_cross_entropy",
-    "mean_absolute_error",
-    "GeneralizedCrossEntropyLoss",
-    "MeanAbsoluteErrorLoss",
-    # helpers and unregistered objectives
-    "LOG_ZERO",
-    "ACTIVE_LOSSES",
-    "PASSIVE_LOSSES",
-    "ALDROutput",
-    "aldr_lambda",
-    "loss_matrix",
-    "log1m_softmax",
-    "distillation_targets",
-    "self_distillation_loss",
-    "SelfDistillationLoss",
-    "distill",
-    "z_error_loss",
-    "z_error_mask",
-    "ZErrorLoss",
-    "ZErrorOutput",
-    "MixupBatch",
-    "mixup_batch",
-    "interpolated_supcon_loss",
-    "InterpolatedSupConLoss",
-    "NoiseDetection",
-    "knn_label_agreement",
-]
+__all__ = symmetric.__all__ + normalized.__all__ + ldr.__all__ + _parts.__all__ + distill.__all__ + z_error.__all__
+__all__ += moit.__all__ + detect.__all__
+# GCE and MAE are registered once, in lossbook.softmax, and re-exported here
+__all__ += ["generalized_cross_entropy", "mean_absolute_error", "GeneralizedCrossEntropyLoss", "MeanAbsoluteErrorLoss"]

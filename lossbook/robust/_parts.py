@@ -1,4 +1,4 @@
-r"""Per-class loss matrices and the engine that turns one into a torch-style loss.
+r"""Per-class loss matrices: the per-example formulas of the normalised and active–passive losses.
 
 Every label-noise loss of Ma et al. (2020) is built from a *part*, a loss ℓ(z, k) that can be
 evaluated for every class k at once, giving an (N, C) matrix M with M[i, k] = ℓ(z_i, k):
@@ -23,23 +23,12 @@ gradient even at logits of ±1e4 in float32.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
-from .._validation import (
-    check_index_range,
-    check_logits,
-    check_number,
-    check_reduction,
-    check_weight,
-    reduce_loss,
-    target_kind,
-)
 from ..softmax.comp_sum import comp_sum_phi
 
-__all__ = ["PARTS", "NORMALIZED_PARTS", "log1m_softmax", "loss_matrix", "matrix_loss"]
+__all__ = ["PARTS", "NORMALIZED_PARTS", "log1m_softmax", "loss_matrix"]
 
 #: Names of the per-class parts (see the module docstring).
 PARTS = ("ce", "focal", "gce", "mae", "rce")
@@ -113,63 +102,3 @@ def loss_matrix(
     raise ValueError(
         f"loss_matrix: part must be one of {PARTS + NORMALIZED_PARTS}; got {part!r}."
     )
-
-
-def matrix_loss(
-    name: str,
-    logits: Tensor,
-    target: Tensor,
-    matrix_fn: Callable[[Tensor], Tensor],
-    *,
-    weight: Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    min_classes: int = 1,
-) -> Tensor:
-    """A torch-style loss from a per-class matrix ``matrix_fn(logits)`` of shape (N, C).
-
-    Same semantics as :func:`lossbook.functional.cross_entropy` (and the softmax family's engine):
-
-    * index targets: loss_i = w_{y_i}(1 − ε) M[i, y_i] + (ε/C) Σ_k w_k M[i, k]; ``"mean"`` divides by
-      Σ_i w_{y_i} over the counted rows; ignored rows give 0 and get exactly zero gradient;
-    * probability targets q: loss_i = Σ_k w_k q̃_{ik} M[i, k], q̃ = (1 − ε)q + ε/C; ``"mean"``
-      divides by N.
-    """
-    check_logits(name, logits)
-    check_reduction(name, reduction)
-    kind = target_kind(name, logits, target, allow_prob=True)
-    weight = check_weight(name, weight, logits)
-    eps = check_number(name, "label_smoothing", label_smoothing, low=0.0, high=1.0)
-    n, c = logits.shape
-    if c < min_classes:
-        raise ValueError(
-            f"{name}: needs at least {min_classes} classes (a normalised loss divides by the sum over "
-            f"classes); got logits of shape ({n}, {c})."
-        )
-
-    if kind == "prob":
-        m = matrix_fn(logits)
-        qt = target if eps == 0.0 else (1.0 - eps) * target + eps / c
-        if weight is not None:
-            qt = qt * weight
-        present = qt != 0
-        per_sample = torch.where(present, qt * m, 0.0).sum(dim=1)
-        denom = torch.tensor(float(n), dtype=logits.dtype, device=logits.device)
-        return reduce_loss(per_sample, reduction, denominator=denom)
-
-    valid = check_index_range(name, target, c, ignore_index)
-    safe_target = torch.where(valid, target, 0)
-    if not bool(valid.all()):
-        # ignored rows (padding) may hold anything: zero them so they cannot put inf/NaN anywhere
-        logits = torch.where(valid.unsqueeze(1), logits, torch.zeros((), dtype=logits.dtype, device=logits.device))
-    m = matrix_fn(logits)
-    w_y = valid.to(logits.dtype)
-    if weight is not None:
-        w_y = w_y * weight[safe_target]
-    per_sample = w_y * m.gather(1, safe_target.unsqueeze(1)).squeeze(1)
-    if eps > 0.0:
-        per_class = m if weight is None else m * weight
-        smooth = per_class.sum(dim=1) * valid.to(logits.dtype)
-        per_sample = (1.0 - eps) * per_sample + (eps / c) * smooth
-    return reduce_loss(per_sample, reduction, denominator=w_y.sum())

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..registry import register_method
+
 __all__ = ["NoiseDetection", "knn_label_agreement"]
 
 _BALANCE = ("median", "max", "min", None)
@@ -45,6 +47,7 @@ def _votes(sim_topk_idx: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     return counts / sim_topk_idx.shape[1]
 
 
+@register_method(kind="building block", family="robust", paper="ortego2021moit")
 def knn_label_agreement(
     embeddings: Tensor,
     labels: Tensor,

@@ -12,8 +12,8 @@ target row t = ξ·p_T + (1 − ξ)·e_y: it sums to 1 but has negative entries 
 :func:`lossbook.functional.cross_entropy` accepts as a probability-shaped target.
 
 :func:`distillation_targets` builds t, :func:`self_distillation_loss` is the objective for one
-batch, and :func:`distill` trains a student with :func:`lossbook.train.fit`. With
-:func:`lossbook.train.train_classifier` the whole recipe is::
+batch; :func:`lossbook.lab.distill.distill` trains a student with :func:`lossbook.lab.train.fit`.
+With :func:`lossbook.lab.train.train_classifier` the whole recipe is::
 
     teacher, _ = train_classifier(LF.cross_entropy, splits, y_train=noisy)
     t = distillation_targets(predict_logits(teacher, splits.x_train), noisy, xi=1.5)
@@ -22,14 +22,13 @@ batch, and :func:`distill` trains a student with :func:`lossbook.train.fit`. Wit
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from .._validation import check_logits, check_number, check_reduction, reduce_loss, target_kind
+from ..registry import register_method
 
-__all__ = ["distillation_targets", "self_distillation_loss", "SelfDistillationLoss", "distill"]
+__all__ = ["distillation_targets", "self_distillation_loss", "SelfDistillationLoss"]
 
 
 def _teacher_probs(name: str, logits: Tensor, teacher_logits: Tensor | None, teacher_probs: Tensor | None) -> Tensor:
@@ -59,6 +58,7 @@ def _teacher_probs(name: str, logits: Tensor, teacher_logits: Tensor | None, tea
     return t
 
 
+@register_method(kind="building block", family="robust", paper="das2023selfdistillation")
 def distillation_targets(teacher: Tensor, target: Tensor, *, xi: float, from_logits: bool = True) -> Tensor:
     r"""The student's target rows t = ξ·p_T + (1 − ξ)·e_y, shape (N, C), rows summing to 1.
 
@@ -78,6 +78,7 @@ def distillation_targets(teacher: Tensor, target: Tensor, *, xi: float, from_log
     return xi * p + (1.0 - xi) * onehot
 
 
+@register_method(kind="stateful loss", family="robust", paper="das2023selfdistillation")
 def self_distillation_loss(
     input: Tensor,  # noqa: A002 - torch's name
     target: Tensor,
@@ -121,6 +122,7 @@ def self_distillation_loss(
     return reduce_loss(per_row, reduction, denominator=valid.to(log_p.dtype).sum())
 
 
+@register_method(kind="stateful loss", family="robust", paper="das2023selfdistillation")
 class SelfDistillationLoss(nn.Module):
     """Module form of :func:`self_distillation_loss`: ``SelfDistillationLoss(xi=1.5)(student_logits,
     labels, teacher_logits=...)`` (or ``teacher_probs=...``)."""
@@ -140,24 +142,3 @@ class SelfDistillationLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"xi={self.xi!r}, reduction={self.reduction!r}"
-
-
-def distill(teacher: nn.Module, student: nn.Module, x: Tensor, y: Tensor, *, xi: float, epochs: int,
-            **fit_kwargs: Any):
-    r"""Train ``student`` on ``(x, y)`` against ``teacher`` with the self-distillation objective.
-
-    The teacher's probabilities on ``x`` are computed once (evaluation mode, no gradient), turned
-    into the targets ξ·p_T + (1 − ξ)·e_y by :func:`distillation_targets`, and the student is fitted
-    on them with cross-entropy by :func:`lossbook.train.fit` (``fit_kwargs``: ``batch_size``,
-    ``optimizer``, ``lr``, ``seed``, ``device``, ``evaluate`` …). Returns fit's
-    :class:`~lossbook.train.History`.
-    """
-    from ..softmax import cross_entropy
-    from ..train import fit, predict_logits
-
-    if not isinstance(teacher, nn.Module) or not isinstance(student, nn.Module):
-        raise TypeError("distill: teacher and student must be torch.nn.Module instances.")
-    dtype = next(student.parameters()).dtype
-    teacher_logits = predict_logits(teacher, x).to("cpu", dtype)
-    targets = distillation_targets(teacher_logits, y.to("cpu"), xi=xi)
-    return fit(student, cross_entropy, x, targets, epochs=epochs, **fit_kwargs)

@@ -43,20 +43,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
-from .._module import IndexLossModule
-from .._validation import (
-    check_index_range,
-    check_logits,
-    check_number,
-    check_reduction,
-    check_weight,
-    reduce_loss,
-    target_kind,
-)
+from .._validation import check_number
+from ..engine import INDEX_OPTIONS, IndexOptions, LossModule, class_loss
 from ..registry import register_loss
 
-__all__ = ["ALDROutput", "ldr_kl_loss", "aldr_kl_loss", "LDRKLLoss", "ALDRKLLoss"]
+__all__ = ["ALDROutput", "ldr_kl_loss", "aldr_kl_loss", "aldr_lambda", "LDRKLLoss", "ALDRKLLoss"]
 
 _NORMALIZE = ("none", "softplus", "l1")
 
@@ -107,24 +100,9 @@ def _ldr_value(d: Tensor, lam: Tensor | float) -> Tensor:
     return lam * (torch.logsumexp(d / lam, dim=1) - math.log(c))
 
 
-def _index_loss(name, input, target, weight, ignore_index, reduction, per_row_fn):  # noqa: A002
-    check_logits(name, input)
-    check_reduction(name, reduction)
-    target_kind(name, input, target, allow_prob=False)
-    weight = check_weight(name, weight, input)
-    c = input.shape[1]
-    valid = check_index_range(name, target, c, ignore_index)
-    safe_target = torch.where(valid, target, 0)
-    if not bool(valid.all()):
-        input = torch.where(valid.unsqueeze(1), input, torch.zeros((), dtype=input.dtype, device=input.device))
-    w_y = valid.to(input.dtype)
-    if weight is not None:
-        w_y = w_y * weight[safe_target]
-    per_row, aux = per_row_fn(input, safe_target, valid)
-    return reduce_loss(w_y * per_row, reduction, denominator=w_y.sum()), aux
-
-
 # --- LDR-KL ------------------------------------------------------------------------------------------
+
+_PROPERTIES = {"shift_invariant": True, "bounded": False, "symmetric": False, "classification_calibrated": True}
 
 
 def _check_ldr(lam=1.0, margin=0.1, normalize="none"):
@@ -136,32 +114,13 @@ def _check_ldr(lam=1.0, margin=0.1, normalize="none"):
     )
 
 
-@register_loss(
-    "ldr_kl",
-    family="robust",
-    paper="zhu2023ldr",
-    target="index",
-    properties={
-        "shift_invariant": True,
-        "bounded": False,
-        "symmetric": False,
-        "classification_calibrated": True,
-    },
-    supports=("weight", "ignore_index"),
-    summary="LDR-KL λ·log((1/C)Σ_k e^{(z_k−z_y+c𝟙[k≠y])/λ}): CE − log C at λ=1, c=0; Crammer–Singer as λ→0.",
-    formula=r"\ell(z,y) = \lambda \log\Big(\frac{1}{C}\sum_k \exp\frac{z_k - z_y + c\,\mathbb{1}[k\neq y]}{\lambda}\Big)",
-)
-def ldr_kl_loss(
-    input: Tensor,  # noqa: A002
-    target: Tensor,
-    *,
-    lam: float = 1.0,
-    margin: float = 0.1,
-    normalize: str = "none",
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-) -> Tensor:
+@register_loss("ldr_kl", family="robust", paper="zhu2023ldr", supports=INDEX_OPTIONS, check=_check_ldr,
+               properties=_PROPERTIES,
+               summary="LDR-KL λ·log((1/C)Σ_k e^{(z_k−z_y+c𝟙[k≠y])/λ}): CE − log C at λ=1, c=0; Crammer–Singer as λ→0.",
+               formula=r"\ell(z,y) = \lambda \log\Big(\frac{1}{C}\sum_k "
+                       r"\exp\frac{z_k - z_y + c\,\mathbb{1}[k\neq y]}{\lambda}\Big)")
+def ldr_kl_loss(input: Tensor, target: Tensor, *, lam: float = 1.0, margin: float = 0.1, normalize: str = "none",
+                **options: Unpack[IndexOptions]) -> Tensor:
     r"""LDR-KL loss λ·log((1/C) Σ_k exp((z_k − z_y + c·𝟙[k≠y])/λ)) of Zhu, Ying & Yang (2023).
 
     The worst case over label distributions p of Σ_k p_k(z_k − z_y + c𝟙[k≠y]) − λ·KL(p‖uniform).
@@ -170,19 +129,12 @@ def ldr_kl_loss(
     is cross-entropy minus log C; λ → 0 is the Crammer–Singer hinge. The loss can be negative
     (its minimum is −λ log C). ``normalize`` rescales each row of logits first: ``"none"`` (the
     paper), ``"softplus"`` (softplus(z)/mean softplus(z), the official LDR code) or ``"l1"``
-    (z/mean|z|, the official ALDR code). ``weight``, ``ignore_index`` and ``reduction`` behave as
-    in :func:`torch.nn.functional.cross_entropy`; targets are class indices only.
+    (z/mean|z|, the official ALDR code).
     """
     lam, margin, normalize = _check_ldr(lam, margin, normalize)
-
-    def per_row(z, y, valid):
-        return _ldr_value(_gaps(_rescale(z, normalize), y, margin), lam), None
-
-    loss, _ = _index_loss("ldr_kl_loss", input, target, weight, ignore_index, reduction, per_row)
-    return loss
-
-
-ldr_kl_loss.check_hyperparameters = _check_ldr
+    return class_loss("ldr_kl_loss", input, target,
+                      per_row=lambda z, y: _ldr_value(_gaps(_rescale(z, normalize), y, margin), lam),
+                      **options)
 
 
 # --- ALDR-KL -----------------------------------------------------------------------------------------
@@ -194,7 +146,8 @@ def _check_aldr(lam0=1.0, alpha=2.0, margin=0.1, normalize="none", max_iter=50):
     try:
         alpha = check_number(name, "alpha", alpha, low=1.0)
     except ValueError as err:
-        raise ValueError(f"{err} alpha ≥ 1 keeps λ = λ₀(1 − KL/(α log C)) positive; the official experiments use 2.") from None
+        raise ValueError(f"{err} alpha ≥ 1 keeps λ = λ₀(1 − KL/(α log C)) positive; the official experiments "
+                         "use 2.") from None
     margin = check_number(name, "margin", margin)
     normalize = _check_normalize(name, normalize)
     max_iter = check_number(name, "max_iter", max_iter, low=1.0)
@@ -229,38 +182,16 @@ def aldr_lambda(d: Tensor, lam0: float, alpha: float, max_iter: int) -> Tensor:
     return lam
 
 
-@register_loss(
-    "aldr_kl",
-    family="robust",
-    paper="zhu2023ldr",
-    target="index",
-    properties={
-        "shift_invariant": True,
-        "bounded": False,
-        "symmetric": False,
-        "classification_calibrated": True,
-    },
-    supports=("weight", "ignore_index"),
-    summary="ALDR-KL: LDR-KL with a per-sample λ_i chosen by a KL-regularised inner maximisation (official form).",
-    formula=(
-        r"\ell(z,y) = \max_{\lambda}\ \lambda \log\Big(\frac1C\sum_k e^{d_k/\lambda}\Big)"
-        r" - \frac{\alpha\log C}{2\lambda_0}(\lambda-\lambda_0)^2,\quad d_k = z_k - z_y + c\,\mathbb{1}[k\neq y]"
-    ),
-)
-def aldr_kl_loss(
-    input: Tensor,  # noqa: A002
-    target: Tensor,
-    *,
-    lam0: float = 1.0,
-    alpha: float = 2.0,
-    margin: float = 0.1,
-    normalize: str = "none",
-    max_iter: int = 50,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    return_aux: bool = False,
-) -> Tensor | ALDROutput:
+@register_loss("aldr_kl", family="robust", paper="zhu2023ldr", supports=INDEX_OPTIONS, check=_check_aldr,
+               properties=_PROPERTIES,
+               summary="ALDR-KL: LDR-KL with a per-sample λ_i chosen by a KL-regularised inner maximisation "
+                       "(official form).",
+               formula=r"\ell(z,y) = \max_{\lambda}\ \lambda \log\Big(\frac1C\sum_k e^{d_k/\lambda}\Big)"
+                       r" - \frac{\alpha\log C}{2\lambda_0}(\lambda-\lambda_0)^2,"
+                       r"\quad d_k = z_k - z_y + c\,\mathbb{1}[k\neq y]")
+def aldr_kl_loss(input: Tensor, target: Tensor, *, lam0: float = 1.0, alpha: float = 2.0, margin: float = 0.1,
+                 normalize: str = "none", max_iter: int = 50, return_aux: bool = False,
+                 **options: Unpack[IndexOptions]) -> Tensor | ALDROutput:
     r"""Adaptive LDR-KL loss (Zhu, Ying & Yang 2023) with a per-sample temperature λ_i.
 
     Per row, with d_k = z_k − z_y + c𝟙[k≠y]: ℓ = λ_i log((1/C) Σ_k e^{d_k/λ_i}) − (α log C/(2λ₀))(λ_i − λ₀)²,
@@ -270,34 +201,28 @@ def aldr_kl_loss(
     get a small λ_i (a hinge-like loss), uncertain ones keep λ_i ≈ λ₀. α ≥ 1 (default 2, the
     official experiments) keeps λ_i ∈ [λ₀(1 − 1/α), λ₀]; α → ∞ gives LDR-KL at λ₀. λ_i is a
     constant in the backward pass. ``return_aux=True`` returns :class:`ALDROutput` with the λ_i.
-    ``normalize``, ``weight``, ``ignore_index`` and ``reduction`` are as in :func:`ldr_kl_loss`.
+    ``normalize`` is as in :func:`ldr_kl_loss`.
     """
     lam0, alpha, margin, normalize, max_iter = _check_aldr(lam0, alpha, margin, normalize, max_iter)
-    rho = alpha * math.log(input.shape[1]) / lam0 if isinstance(input, Tensor) and input.dim() == 2 else 0.0
+    lams = []
 
-    def per_row(z, y, valid):
+    def per_row(z: Tensor, y: Tensor) -> Tensor:
         d = _gaps(_rescale(z, normalize), y, margin)
         lam = aldr_lambda(d, lam0, alpha, max_iter)
-        lam = torch.where(valid, lam, torch.full_like(lam, lam0))
-        return _ldr_value(d, lam) - 0.5 * rho * (lam - lam0) ** 2, lam
+        lams.append(lam)
+        rho = alpha * math.log(z.shape[1]) / lam0
+        return _ldr_value(d, lam) - 0.5 * rho * (lam - lam0) ** 2
 
-    loss, lam = _index_loss("aldr_kl_loss", input, target, weight, ignore_index, reduction, per_row)
-    return ALDROutput(loss, lam) if return_aux else loss
+    loss = class_loss("aldr_kl_loss", input, target, per_row=per_row, **options)
+    if not return_aux:
+        return loss
+    counted = target != options.get("ignore_index", -100)
+    return ALDROutput(loss, torch.where(counted, lams[0], torch.full_like(lams[0], lam0)))
 
 
-aldr_kl_loss.check_hyperparameters = _check_aldr
-
-
-class LDRKLLoss(IndexLossModule, loss="ldr_kl"):
+class LDRKLLoss(LossModule, loss="ldr_kl"):
     """Module form of :func:`lossbook.functional.ldr_kl_loss`."""
 
-    def __init__(self, lam: float = 1.0, margin: float = 0.1, normalize: str = "none", **options) -> None:
-        super().__init__(lam=lam, margin=margin, normalize=normalize, **options)
 
-
-class ALDRKLLoss(IndexLossModule, loss="aldr_kl"):
+class ALDRKLLoss(LossModule, loss="aldr_kl"):
     """Module form of :func:`lossbook.functional.aldr_kl_loss` (stateless: λ_i is re-solved every call)."""
-
-    def __init__(self, lam0: float = 1.0, alpha: float = 2.0, margin: float = 0.1, normalize: str = "none",
-                 max_iter: int = 50, **options) -> None:
-        super().__init__(lam0=lam0, alpha=alpha, margin=margin, normalize=normalize, max_iter=max_iter, **options)

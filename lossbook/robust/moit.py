@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_number, check_reduction, reduce_loss
+from ..registry import register_method
 
 __all__ = ["MixupBatch", "mixup_batch", "interpolated_supcon_loss", "InterpolatedSupConLoss"]
 
@@ -60,6 +61,7 @@ class MixupBatch:
         return self.lam * one_a + (1.0 - self.lam) * one_b
 
 
+@register_method(kind="building block", family="robust", paper="ortego2021moit")
 def mixup_batch(x: Tensor, y: Tensor, *, alpha: float = 1.0, generator: torch.Generator | None = None) -> MixupBatch:
     """Mix a batch with a random permutation, as MOIT's ``mix_data_lab``: λ' ~ Beta(α, α),
     λ = max(λ', 1 − λ') (the original sample dominates), x̃ = λx + (1 − λ)x[π]. α = 0 gives λ = 1."""
@@ -88,6 +90,7 @@ def _check_labels(name: str, arg: str, labels, m: int, device) -> Tensor:
     return labels.to(device)
 
 
+@register_method(kind="stateful loss", family="robust", paper="ortego2021moit")
 def interpolated_supcon_loss(
     embeddings: Tensor,
     labels: Tensor,
@@ -144,6 +147,7 @@ def interpolated_supcon_loss(
     return reduce_loss(per_anchor, reduction)
 
 
+@register_method(kind="stateful loss", family="robust", paper="ortego2021moit")
 class InterpolatedSupConLoss(nn.Module):
     """Module form of :func:`interpolated_supcon_loss`:
     ``InterpolatedSupConLoss(temperature=0.1)(embeddings, labels, mix_labels, lam)``."""

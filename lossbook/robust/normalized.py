@@ -35,11 +35,12 @@ CIFAR-100 uses α = 10, β = 0.1).
 from __future__ import annotations
 
 from torch import Tensor
+from typing_extensions import Unpack
 
-from .._module import ClassLossModule
 from .._validation import check_number
+from ..engine import CLASS_OPTIONS, ClassOptions, LossModule, class_loss
 from ..registry import register_loss
-from ._parts import loss_matrix, matrix_loss
+from ._parts import loss_matrix
 from .symmetric import LOG_ZERO, _check_log_zero
 
 __all__ = [
@@ -64,19 +65,12 @@ ACTIVE_LOSSES = ("ce", "focal", "gce", "nce", "nfl", "ngce")
 #: Names accepted by :func:`active_passive_loss` (``passive=``).
 PASSIVE_LOSSES = ("mae", "rce", "nmae", "nrce")
 
-_TORCH_OPTIONS = (
-    "\n\n    ``weight``, ``ignore_index``, ``reduction``, ``label_smoothing`` and probability targets behave "
-    "as in\n    :func:`lossbook.functional.cross_entropy` (a probability target q gives the expected loss "
-    "Σ_k q_k ℓ(z, k)).\n    Needs C ≥ 2 classes."
-)
-
 _NORMALIZED_PROPERTIES = {
     "shift_invariant": True,
     "nonnegative": True,
     "bounded": True,
     "symmetric": True,
 }
-_SUPPORTS = ("weight", "ignore_index", "label_smoothing", "prob_target")
 
 
 def _check_gamma(name: str, gamma) -> float:
@@ -87,71 +81,43 @@ def _check_q(name: str, q) -> float:
     return check_number(name, "q", q, low=0.0, high=1.0, low_open=True)
 
 
-def _normalized(name, part, input, target, *, weight, ignore_index, reduction, label_smoothing, **hp):  # noqa: A002
-    return matrix_loss(
-        name,
-        input,
-        target,
-        lambda z: loss_matrix(z, part, **hp),
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        min_classes=2,
-    )
+def _matrix_loss(name: str, matrix, input: Tensor, target: Tensor, options: ClassOptions, *,  # noqa: A002
+                 normalized: bool = True) -> Tensor:
+    """:func:`~lossbook.engine.class_loss` of a per-class matrix ``matrix(z)``; a normalised loss needs
+    C ≥ 2 (it divides by the sum over classes)."""
+
+    def per_class(z: Tensor, y: Tensor | None) -> Tensor:
+        if normalized and z.shape[1] < 2:
+            raise ValueError(f"{name}: needs at least 2 classes (a normalised loss divides by the sum over "
+                             f"classes); got logits of shape {tuple(z.shape)}.")
+        return matrix(z)
+
+    return class_loss(name, input, target, per_class=per_class, prob_target=True, **options)
 
 
-@register_loss(
-    "normalized_cross_entropy",
-    family="robust",
-    paper="ma2020normalized",
-    target="index_or_prob",
-    properties=_NORMALIZED_PROPERTIES,
-    supports=_SUPPORTS,
-    summary="Normalised cross-entropy log p_y / Σ_k log p_k: bounded in [0, 1], Σ_k NCE(z, k) = 1.",
-    formula=r"\ell(z,y) = \frac{-\log p_y}{-\sum_k \log p_k}",
-)
-def normalized_cross_entropy(
-    input: Tensor,  # noqa: A002
-    target: Tensor,
-    *,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-) -> Tensor:
+def _normalized(name: str, part: str, input: Tensor, target: Tensor, options: ClassOptions, **hp) -> Tensor:  # noqa: A002
+    return _matrix_loss(name, lambda z: loss_matrix(z, part, **hp), input, target, options)
+
+
+@register_loss("normalized_cross_entropy", family="robust", paper="ma2020normalized", supports=CLASS_OPTIONS,
+               properties=_NORMALIZED_PROPERTIES,
+               summary="Normalised cross-entropy log p_y / Σ_k log p_k: bounded in [0, 1], Σ_k NCE(z, k) = 1.",
+               formula=r"\ell(z,y) = \frac{-\log p_y}{-\sum_k \log p_k}")
+def normalized_cross_entropy(input: Tensor, target: Tensor, **options: Unpack[ClassOptions]) -> Tensor:
     r"""Normalised cross-entropy (−log p_y)/(−Σ_k log p_k) of Ma et al. (2020), p = softmax(z)."""
-    return _normalized("normalized_cross_entropy", "nce", input, target, weight=weight,
-                       ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
-
-
-normalized_cross_entropy.__doc__ += _TORCH_OPTIONS
+    return _normalized("normalized_cross_entropy", "nce", input, target, options)
 
 
 def _check_nfl(gamma=0.5) -> float:
     return _check_gamma("normalized_focal_loss", gamma)
 
 
-@register_loss(
-    "normalized_focal_loss",
-    family="robust",
-    paper="ma2020normalized",
-    target="index_or_prob",
-    properties=_NORMALIZED_PROPERTIES,
-    supports=_SUPPORTS,
-    summary="Normalised focal loss FL(z, y)/Σ_k FL(z, k), FL = −(1−p)^γ log p; γ = 0 is NCE.",
-    formula=r"\ell(z,y) = \frac{-(1-p_y)^\gamma \log p_y}{-\sum_k (1-p_k)^\gamma \log p_k}",
-)
-def normalized_focal_loss(
-    input: Tensor,  # noqa: A002
-    target: Tensor,
-    *,
-    gamma: float = 0.5,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-) -> Tensor:
+@register_loss("normalized_focal_loss", family="robust", paper="ma2020normalized", supports=CLASS_OPTIONS,
+               check=_check_nfl, properties=_NORMALIZED_PROPERTIES,
+               summary="Normalised focal loss FL(z, y)/Σ_k FL(z, k), FL = −(1−p)^γ log p; γ = 0 is NCE.",
+               formula=r"\ell(z,y) = \frac{-(1-p_y)^\gamma \log p_y}{-\sum_k (1-p_k)^\gamma \log p_k}")
+def normalized_focal_loss(input: Tensor, target: Tensor, *, gamma: float = 0.5,
+                          **options: Unpack[ClassOptions]) -> Tensor:
     r"""Normalised focal loss FL(z, y)/Σ_k FL(z, k), FL(z, k) = −(1 − p_k)^γ log p_k (Ma et al. 2020).
 
     γ ≥ 0 (default 0.5, the official NFL+RCE config); γ = 0 is :func:`normalized_cross_entropy`.
@@ -159,112 +125,52 @@ def normalized_focal_loss(
     gradient is the gradient of the value.
     """
     gamma = _check_nfl(gamma)
-    return _normalized("normalized_focal_loss", "nfl", input, target, weight=weight, ignore_index=ignore_index,
-                       reduction=reduction, label_smoothing=label_smoothing, gamma=gamma)
-
-
-normalized_focal_loss.__doc__ += _TORCH_OPTIONS
-normalized_focal_loss.check_hyperparameters = _check_nfl
+    return _normalized("normalized_focal_loss", "nfl", input, target, options, gamma=gamma)
 
 
 def _check_ngce(q=0.7) -> float:
     return _check_q("normalized_generalized_cross_entropy", q)
 
 
-@register_loss(
-    "normalized_generalized_cross_entropy",
-    family="robust",
-    paper="ma2020normalized",
-    target="index_or_prob",
-    properties=_NORMALIZED_PROPERTIES,
-    supports=_SUPPORTS,
-    summary="Normalised GCE (1 − p_y^q)/(C − Σ_k p_k^q): GCE divided by its sum over labels.",
-    formula=r"\ell(z,y) = \frac{1 - p_y^{q}}{C - \sum_k p_k^{q}}",
-)
-def normalized_generalized_cross_entropy(
-    input: Tensor,  # noqa: A002
-    target: Tensor,
-    *,
-    q: float = 0.7,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-) -> Tensor:
+@register_loss("normalized_generalized_cross_entropy", family="robust", paper="ma2020normalized",
+               supports=CLASS_OPTIONS, check=_check_ngce, properties=_NORMALIZED_PROPERTIES,
+               summary="Normalised GCE (1 − p_y^q)/(C − Σ_k p_k^q): GCE divided by its sum over labels.",
+               formula=r"\ell(z,y) = \frac{1 - p_y^{q}}{C - \sum_k p_k^{q}}")
+def normalized_generalized_cross_entropy(input: Tensor, target: Tensor, *, q: float = 0.7,
+                                         **options: Unpack[ClassOptions]) -> Tensor:
     r"""Normalised generalized cross-entropy (1 − p_y^q)/(C − Σ_k p_k^q) (Ma et al. 2020), q ∈ (0, 1].
 
     Default q = 0.7 (the official class default; the official CIFAR configs use q = 0.1).
     """
     q = _check_ngce(q)
-    return _normalized("normalized_generalized_cross_entropy", "ngce", input, target, weight=weight,
-                       ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing, q=q)
+    return _normalized("normalized_generalized_cross_entropy", "ngce", input, target, options, q=q)
 
 
-normalized_generalized_cross_entropy.__doc__ += _TORCH_OPTIONS
-normalized_generalized_cross_entropy.check_hyperparameters = _check_ngce
-
-
-@register_loss(
-    "normalized_mean_absolute_error",
-    family="robust",
-    paper="ma2020normalized",
-    target="index_or_prob",
-    properties={**_NORMALIZED_PROPERTIES, "classification_calibrated": True},
-    supports=_SUPPORTS,
-    summary="Normalised MAE (1 − p_y)/(C − 1) (the paper's; the official code divides by 2(C − 1)).",
-    formula=r"\ell(z,y) = \frac{1 - p_y}{C - 1}",
-)
-def normalized_mean_absolute_error(
-    input: Tensor,  # noqa: A002
-    target: Tensor,
-    *,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-) -> Tensor:
+@register_loss("normalized_mean_absolute_error", family="robust", paper="ma2020normalized", supports=CLASS_OPTIONS,
+               properties={**_NORMALIZED_PROPERTIES, "classification_calibrated": True},
+               summary="Normalised MAE (1 − p_y)/(C − 1) (the paper's; the official code divides by 2(C − 1)).",
+               formula=r"\ell(z,y) = \frac{1 - p_y}{C - 1}")
+def normalized_mean_absolute_error(input: Tensor, target: Tensor, **options: Unpack[ClassOptions]) -> Tensor:
     r"""Normalised mean absolute error ‖e_y − p‖₁ / Σ_k ‖e_k − p‖₁ = (1 − p_y)/(C − 1) (Ma et al. 2020).
 
     The official ``NormalizedMeanAbsoluteError`` multiplies 1 − p_y by 1/(2(C − 1)) (sums to ½ over
     labels); this is the paper's definition, which sums to 1.
     """
-    return _normalized("normalized_mean_absolute_error", "nmae", input, target, weight=weight,
-                       ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+    return _normalized("normalized_mean_absolute_error", "nmae", input, target, options)
 
 
-normalized_mean_absolute_error.__doc__ += _TORCH_OPTIONS
-
-
-@register_loss(
-    "normalized_reverse_cross_entropy",
-    family="robust",
-    paper="ma2020normalized",
-    target="index_or_prob",
-    properties={**_NORMALIZED_PROPERTIES, "classification_calibrated": True},
-    supports=_SUPPORTS,
-    summary="Normalised RCE RCE(z, y)/Σ_k RCE(z, k) = (1 − p_y)/(C − 1), equal to NMAE for every A.",
-    formula=r"\ell(z,y) = \frac{-A(1 - p_y)}{-A\sum_k (1 - p_k)} = \frac{1 - p_y}{C - 1}",
-)
-def normalized_reverse_cross_entropy(
-    input: Tensor,  # noqa: A002
-    target: Tensor,
-    *,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-) -> Tensor:
+@register_loss("normalized_reverse_cross_entropy", family="robust", paper="ma2020normalized", supports=CLASS_OPTIONS,
+               properties={**_NORMALIZED_PROPERTIES, "classification_calibrated": True},
+               summary="Normalised RCE RCE(z, y)/Σ_k RCE(z, k) = (1 − p_y)/(C − 1), equal to NMAE for every A.",
+               formula=r"\ell(z,y) = \frac{-A(1 - p_y)}{-A\sum_k (1 - p_k)} = \frac{1 - p_y}{C - 1}")
+def normalized_reverse_cross_entropy(input: Tensor, target: Tensor, **options: Unpack[ClassOptions]) -> Tensor:
     r"""Normalised reverse cross-entropy RCE(z, y)/Σ_k RCE(z, k) = (1 − p_y)/(C − 1) (Ma et al. 2020).
 
     The constant A of RCE cancels, so NRCE equals :func:`normalized_mean_absolute_error`. (The
     official ``NormalizedReverseCrossEntropy`` multiplies RCE by ``1 / 4 * (num_classes - 1)`` =
     (C − 1)/4 instead of dividing by Σ_k RCE(z, k).)
     """
-    return _normalized("normalized_reverse_cross_entropy", "nrce", input, target, weight=weight,
-                       ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
-
-
-normalized_reverse_cross_entropy.__doc__ += _TORCH_OPTIONS
+    return _normalized("normalized_reverse_cross_entropy", "nrce", input, target, options)
 
 
 # --- active–passive losses -------------------------------------------------------------------------
@@ -292,32 +198,14 @@ def _check_apl(active="nce", passive="rce", alpha=1.0, beta=1.0, gamma=0.5, q=0.
 _ACTIVE_PART = {"ce": "ce", "focal": "focal", "gce": "gce", "nce": "nce", "nfl": "nfl", "ngce": "ngce"}
 
 
-@register_loss(
-    "active_passive",
-    family="robust",
-    paper="ma2020normalized",
-    target="index_or_prob",
-    properties={"shift_invariant": True, "nonnegative": True, "bounded": True, "symmetric": True},
-    supports=_SUPPORTS,
-    summary="Active–passive loss α·active + β·passive (default NCE+RCE); properties hold for normalised actives.",
-    formula=r"\ell(z,y) = \alpha\,\ell_{\mathrm{active}}(z,y) + \beta\,\ell_{\mathrm{passive}}(z,y)",
-)
-def active_passive_loss(
-    input: Tensor,  # noqa: A002
-    target: Tensor,
-    *,
-    active: str = "nce",
-    passive: str = "rce",
-    alpha: float = 1.0,
-    beta: float = 1.0,
-    gamma: float = 0.5,
-    q: float = 0.7,
-    log_zero: float = LOG_ZERO,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-) -> Tensor:
+@register_loss("active_passive", family="robust", paper="ma2020normalized", supports=CLASS_OPTIONS, check=_check_apl,
+               properties={"shift_invariant": True, "nonnegative": True, "bounded": True, "symmetric": True},
+               summary="Active–passive loss α·active + β·passive (default NCE+RCE); properties hold "
+                       "for normalised actives.",
+               formula=r"\ell(z,y) = \alpha\,\ell_{\mathrm{active}}(z,y) + \beta\,\ell_{\mathrm{passive}}(z,y)")
+def active_passive_loss(input: Tensor, target: Tensor, *, active: str = "nce", passive: str = "rce", alpha: float = 1.0,
+                        beta: float = 1.0, gamma: float = 0.5, q: float = 0.7, log_zero: float = LOG_ZERO,
+                        **options: Unpack[ClassOptions]) -> Tensor:
     r"""Active–passive loss α·ℓ_active + β·ℓ_passive of Ma et al. (2020), built from two names.
 
     ``active`` ∈ {``"ce"``, ``"focal"``, ``"gce"``, ``"nce"``, ``"nfl"``, ``"ngce"``} and
@@ -335,52 +223,29 @@ def active_passive_loss(
         return alpha * loss_matrix(z, _ACTIVE_PART[active], **hp) + beta * loss_matrix(z, passive, **hp)
 
     normalized = active.startswith("n") or passive.startswith("n")
-    return matrix_loss(
-        "active_passive_loss",
-        input,
-        target,
-        matrix,
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        min_classes=2 if normalized else 1,
-    )
+    return _matrix_loss("active_passive_loss", matrix, input, target, options, normalized=normalized)
 
 
-active_passive_loss.__doc__ += _TORCH_OPTIONS
-active_passive_loss.check_hyperparameters = _check_apl
-
-
-class NormalizedCrossEntropyLoss(ClassLossModule, loss="normalized_cross_entropy"):
+class NormalizedCrossEntropyLoss(LossModule, loss="normalized_cross_entropy"):
     """Module form of :func:`lossbook.functional.normalized_cross_entropy`."""
 
 
-class NormalizedFocalLoss(ClassLossModule, loss="normalized_focal_loss"):
+class NormalizedFocalLoss(LossModule, loss="normalized_focal_loss"):
     """Module form of :func:`lossbook.functional.normalized_focal_loss`."""
 
-    def __init__(self, gamma: float = 0.5, **options) -> None:
-        super().__init__(gamma=gamma, **options)
 
-
-class NormalizedGeneralizedCrossEntropyLoss(ClassLossModule, loss="normalized_generalized_cross_entropy"):
+class NormalizedGeneralizedCrossEntropyLoss(LossModule, loss="normalized_generalized_cross_entropy"):
     """Module form of :func:`lossbook.functional.normalized_generalized_cross_entropy`."""
 
-    def __init__(self, q: float = 0.7, **options) -> None:
-        super().__init__(q=q, **options)
 
-
-class NormalizedMeanAbsoluteErrorLoss(ClassLossModule, loss="normalized_mean_absolute_error"):
+class NormalizedMeanAbsoluteErrorLoss(LossModule, loss="normalized_mean_absolute_error"):
     """Module form of :func:`lossbook.functional.normalized_mean_absolute_error`."""
 
 
-class NormalizedReverseCrossEntropyLoss(ClassLossModule, loss="normalized_reverse_cross_entropy"):
+class NormalizedReverseCrossEntropyLoss(LossModule, loss="normalized_reverse_cross_entropy"):
     """Module form of :func:`lossbook.functional.normalized_reverse_cross_entropy`."""
 
 
-class ActivePassiveLoss(ClassLossModule, loss="active_passive"):
+class ActivePassiveLoss(LossModule, loss="active_passive"):
     """Module form of :func:`lossbook.functional.active_passive_loss`, e.g.
     ``ActivePassiveLoss(active="nfl", passive="rce", alpha=1.0, beta=1.0)``."""
-
-    def __init__(self, active: str = "nce", passive: str = "rce", **options) -> None:
-        super().__init__(active=active, passive=passive, **options)

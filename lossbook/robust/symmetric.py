@@ -25,11 +25,11 @@ from __future__ import annotations
 import math
 
 from torch import Tensor
+from typing_extensions import Unpack
 
-from .._module import ClassLossModule
 from .._validation import check_number
+from ..engine import CLASS_OPTIONS, ClassOptions, LossModule, class_loss
 from ..registry import register_loss
-from ..softmax._per_class import per_class_loss
 from ..softmax.comp_sum import comp_sum_phi
 
 __all__ = [
@@ -42,13 +42,6 @@ __all__ = [
 
 #: The official code's log 0: log(1e-4) (the label is clipped to [1e-4, 1]). The paper uses −4.
 LOG_ZERO = math.log(1e-4)
-
-_TORCH_OPTIONS = (
-    "\n\n    ``weight``, ``ignore_index``, ``reduction``, ``label_smoothing`` and probability targets behave "
-    "as in\n    :func:`lossbook.functional.cross_entropy` (a probability target q gives the expected loss "
-    "Σ_k q_k ℓ(z, k))."
-)
-
 
 def _check_log_zero(name: str, log_zero) -> float:
     try:
@@ -64,32 +57,15 @@ def _check_rce(log_zero=LOG_ZERO) -> float:
     return _check_log_zero("reverse_cross_entropy", log_zero)
 
 
-@register_loss(
-    "reverse_cross_entropy",
-    family="robust",
-    paper="wang2019symmetric",
-    target="index_or_prob",
-    properties={
-        "shift_invariant": True,
-        "nonnegative": True,
-        "bounded": True,
-        "symmetric": True,
-        "classification_calibrated": True,
-    },
-    supports=("weight", "ignore_index", "label_smoothing", "prob_target"),
-    summary="Reverse cross-entropy −A(1 − p_y), log 0 := A (official code A = log 1e-4; paper A = −4); symmetric.",
-    formula=r"\ell(z,y) = -\sum_k p_k \log e_{y,k} = -A\,(1 - p_y),\quad \log 0 := A < 0",
-)
-def reverse_cross_entropy(
-    input: Tensor,  # noqa: A002 - torch's name
-    target: Tensor,
-    *,
-    log_zero: float = LOG_ZERO,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-) -> Tensor:
+@register_loss("reverse_cross_entropy", family="robust", paper="wang2019symmetric", supports=CLASS_OPTIONS,
+               check=_check_rce,
+               properties={"shift_invariant": True, "nonnegative": True, "bounded": True, "symmetric": True,
+                           "classification_calibrated": True},
+               summary="Reverse cross-entropy −A(1 − p_y), log 0 := A (official code A = log 1e-4; "
+                       "paper A = −4); symmetric.",
+               formula=r"\ell(z,y) = -\sum_k p_k \log e_{y,k} = -A\,(1 - p_y),\quad \log 0 := A < 0")
+def reverse_cross_entropy(input: Tensor, target: Tensor, *, log_zero: float = LOG_ZERO,
+                          **options: Unpack[ClassOptions]) -> Tensor:
     r"""Reverse cross-entropy −Σ_k p_k log e_{y,k} = −A·(1 − p_y) of Wang et al. (2019), p = softmax(z).
 
     ``log_zero`` is the constant A < 0 that stands for log 0. The default, log(1e-4) ≈ −9.21, is
@@ -98,20 +74,8 @@ def reverse_cross_entropy(
     in [0, −A] and symmetric: Σ_k RCE(z, k) = −A(C − 1) for every z.
     """
     a = _check_rce(log_zero)
-    return per_class_loss(
-        "reverse_cross_entropy",
-        input,
-        target,
-        lambda log_p: -a * comp_sum_phi(log_p, 2.0),
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-    )
-
-
-reverse_cross_entropy.__doc__ += _TORCH_OPTIONS
-reverse_cross_entropy.check_hyperparameters = _check_rce
+    return class_loss("reverse_cross_entropy", input, target, phi=lambda log_p: -a * comp_sum_phi(log_p, 2.0),
+                      prob_target=True, **options)
 
 
 def _check_sce(alpha=0.1, beta=1.0, log_zero=LOG_ZERO) -> tuple[float, float, float]:
@@ -121,35 +85,14 @@ def _check_sce(alpha=0.1, beta=1.0, log_zero=LOG_ZERO) -> tuple[float, float, fl
     return alpha, beta, _check_log_zero(name, log_zero)
 
 
-@register_loss(
-    "symmetric_cross_entropy",
-    family="robust",
-    paper="wang2019symmetric",
-    target="index_or_prob",
-    properties={
-        "shift_invariant": True,
-        "nonnegative": True,
-        "bounded": False,
-        "symmetric": False,
-        "reduces_to_ce_when": {"alpha": 1.0, "beta": 0.0},
-        "classification_calibrated": True,
-    },
-    supports=("weight", "ignore_index", "label_smoothing", "prob_target"),
-    summary="Symmetric cross-entropy α·CE + β·RCE (Wang et al. 2019; CIFAR-10 defaults α=0.1, β=1).",
-    formula=r"\ell(z,y) = -\alpha \log p_y - \beta A\,(1 - p_y)",
-)
-def symmetric_cross_entropy(
-    input: Tensor,  # noqa: A002
-    target: Tensor,
-    *,
-    alpha: float = 0.1,
-    beta: float = 1.0,
-    log_zero: float = LOG_ZERO,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-) -> Tensor:
+@register_loss("symmetric_cross_entropy", family="robust", paper="wang2019symmetric", supports=CLASS_OPTIONS,
+               check=_check_sce,
+               properties={"shift_invariant": True, "nonnegative": True, "bounded": False, "symmetric": False,
+                           "reduces_to_ce_when": {"alpha": 1.0, "beta": 0.0}, "classification_calibrated": True},
+               summary="Symmetric cross-entropy α·CE + β·RCE (Wang et al. 2019; CIFAR-10 defaults α=0.1, β=1).",
+               formula=r"\ell(z,y) = -\alpha \log p_y - \beta A\,(1 - p_y)")
+def symmetric_cross_entropy(input: Tensor, target: Tensor, *, alpha: float = 0.1, beta: float = 1.0,
+                            log_zero: float = LOG_ZERO, **options: Unpack[ClassOptions]) -> Tensor:
     r"""Symmetric cross-entropy α·CE + β·RCE = −α log p_y − β·A·(1 − p_y) (Wang et al. 2019).
 
     α, β ≥ 0; the defaults α = 0.1, β = 1 are the paper's and the official configs' CIFAR-10 values
@@ -161,31 +104,12 @@ def symmetric_cross_entropy(
     def phi(log_p: Tensor) -> Tensor:
         return alpha * (-log_p) + (-a * beta) * comp_sum_phi(log_p, 2.0)
 
-    return per_class_loss(
-        "symmetric_cross_entropy",
-        input,
-        target,
-        phi,
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-    )
+    return class_loss("symmetric_cross_entropy", input, target, phi=phi, prob_target=True, **options)
 
 
-symmetric_cross_entropy.__doc__ += _TORCH_OPTIONS
-symmetric_cross_entropy.check_hyperparameters = _check_sce
-
-
-class ReverseCrossEntropyLoss(ClassLossModule, loss="reverse_cross_entropy"):
+class ReverseCrossEntropyLoss(LossModule, loss="reverse_cross_entropy"):
     """Module form of :func:`lossbook.functional.reverse_cross_entropy`."""
 
-    def __init__(self, log_zero: float = LOG_ZERO, **options) -> None:
-        super().__init__(log_zero=log_zero, **options)
 
-
-class SymmetricCrossEntropyLoss(ClassLossModule, loss="symmetric_cross_entropy"):
+class SymmetricCrossEntropyLoss(LossModule, loss="symmetric_cross_entropy"):
     """Module form of :func:`lossbook.functional.symmetric_cross_entropy`."""
-
-    def __init__(self, alpha: float = 0.1, beta: float = 1.0, log_zero: float = LOG_ZERO, **options) -> None:
-        super().__init__(alpha=alpha, beta=beta, log_zero=log_zero, **options)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_logits, check_number, check_reduction, check_weight, reduce_loss, target_kind
+from ..registry import register_method
 
 __all__ = ["ZErrorOutput", "z_error_mask", "z_error_loss", "ZErrorLoss"]
 
@@ -46,6 +47,7 @@ class ZErrorOutput:
     mask: Tensor  #: True for rows kept in the loss, shape (N,)
 
 
+@register_method(kind="building block", family="robust", paper="godin2025zerror")
 def z_error_mask(per_sample: Tensor, *, threshold: float = 2.0, two_sided: bool = True,
                  valid: Tensor | None = None, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
     """The (z-scores, keep-mask) of the Z-Error rule for per-sample losses ``per_sample`` (N,).
@@ -68,6 +70,7 @@ def z_error_mask(per_sample: Tensor, *, threshold: float = 2.0, two_sided: bool 
     return z, keep
 
 
+@register_method(kind="stateful loss", family="robust", paper="godin2025zerror")
 def z_error_loss(
     input: Tensor,  # noqa: A002 - torch's name
     target: Tensor,
@@ -126,6 +129,7 @@ def z_error_loss(
     return ZErrorOutput(loss, per_sample, z, keep) if return_aux else loss
 
 
+@register_method(kind="stateful loss", family="robust", paper="godin2025zerror")
 class ZErrorLoss(nn.Module):
     """Module form of :func:`z_error_loss`: ``ZErrorLoss(threshold=2.0, base="cross_entropy")``."""
 

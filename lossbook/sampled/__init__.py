@@ -8,87 +8,14 @@ Registered losses (family ``"sampled"``) are those on a score matrix over candid
 ``nce_loss``, ``full_softmax_loss``, ``partial_fc_loss`` and the layers) take
 ``(weight, bias, labels, inputs)`` or ``(embeddings, labels, weight)`` and are exported here and
 in :mod:`lossbook.functional` without being registered (the registry's contract is
-``loss(logits, target)``).
+``loss(logits, target)``). Partial FC's margins are the transforms of :mod:`lossbook.margin`.
 """
 
-from .._cosine import ArcFace, CosFace, CosineMargin, NormalizedSoftmax
-from .in_batch import (
-    InBatchCandidates,
-    InBatchSoftmaxLoss,
-    StreamingFrequencyEstimator,
-    in_batch_softmax_loss,
-    mixed_negative_batch,
-)
-from .partial_fc import PartialFC, PartialFCOutput, partial_fc_loss, partial_fc_sample
-from .retrieval import (
-    CosineContrastiveLoss,
-    DecoupledSoftmaxLoss,
-    PairwiseSoftmaxLoss,
-    cosine_contrastive_loss,
-    decoupled_softmax_loss,
-    decoupled_softmax_multilabel_loss,
-    pairwise_softmax_loss,
-    psl_activation,
-)
-from .samplers import (
-    AllSampler,
-    CandidateSample,
-    CandidateSampler,
-    LearnedUnigramSampler,
-    LogUniformSampler,
-    UniformSampler,
-    UnigramSampler,
-    make_sampler,
-    tf_expected_count,
-)
-from .softmax import (
-    SampledLossOutput,
-    SampledSoftmaxLayer,
-    compute_accidental_hits,
-    full_softmax_loss,
-    nce_loss,
-    sampled_softmax_loss,
-)
+from . import in_batch, partial_fc, retrieval, samplers, softmax
+from .in_batch import *  # noqa: F403
+from .partial_fc import *  # noqa: F403
+from .retrieval import *  # noqa: F403
+from .samplers import *  # noqa: F403
+from .softmax import *  # noqa: F403
 
-__all__ = [
-    "ArcFace",
-    "CosFace",
-    "CosineMargin",
-    "NormalizedSoftmax",
-    # samplers
-    "CandidateSample",
-    "CandidateSampler",
-    "UniformSampler",
-    "LogUniformSampler",
-    "UnigramSampler",
-    "LearnedUnigramSampler",
-    "AllSampler",
-    "make_sampler",
-    "tf_expected_count",
-    # sampled softmax / NCE
-    "sampled_softmax_loss",
-    "nce_loss",
-    "full_softmax_loss",
-    "compute_accidental_hits",
-    "SampledLossOutput",
-    "SampledSoftmaxLayer",
-    # in-batch and retrieval losses
-    "StreamingFrequencyEstimator",
-    "in_batch_softmax_loss",
-    "InBatchSoftmaxLoss",
-    "InBatchCandidates",
-    "mixed_negative_batch",
-    "cosine_contrastive_loss",
-    "CosineContrastiveLoss",
-    "pairwise_softmax_loss",
-    "PairwiseSoftmaxLoss",
-    "psl_activation",
-    "decoupled_softmax_loss",
-    "DecoupledSoftmaxLoss",
-    "decoupled_softmax_multilabel_loss",
-    # Partial FC
-    "partial_fc_loss",
-    "partial_fc_sample",
-    "PartialFC",
-    "PartialFCOutput",
-]
+__all__ = samplers.__all__ + softmax.__all__ + in_batch.__all__ + retrieval.__all__ + partial_fc.__all__

@@ -23,21 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
-from .._module import LossModule
-from .._validation import (
-    _dtype,
-    _shape,
-    check_index_range,
-    check_logits,
-    check_number,
-    check_reduction,
-    target_kind,
-)
-from ..registry import register_loss
-from ..softmax._per_class import per_class_loss
-from ..softmax.cross_entropy import _neg
+from .._validation import check_number, format_dtype, format_shape
+from ..engine import INDEX_OPTIONS, IndexOptions, LossModule, class_loss
+from ..registry import register_loss, register_method
 
 __all__ = [
     "StreamingFrequencyEstimator",
@@ -48,6 +40,7 @@ __all__ = [
 ]
 
 
+@register_method(kind="building block", family="sampled", paper="yi2019sampling")
 class StreamingFrequencyEstimator(nn.Module):
     r"""Streaming estimate of each item's per-batch sampling probability (Yi et al. 2019, §4).
 
@@ -124,18 +117,6 @@ class StreamingFrequencyEstimator(nn.Module):
         return torch.log(self.probability(ids))
 
 
-class _CandidateLossModule(LossModule):
-    """Module shell for the losses on a score matrix over candidates (ignore_index, reduction and
-    the loss's own hyper-parameters; no class weight). Extra per-call tensors of the function
-    (e.g. ``log_q``) may be passed to ``forward`` by keyword."""
-
-    def __init__(self, *, ignore_index: int = -100, reduction: str = "mean", **hyperparameters) -> None:
-        super().__init__(ignore_index=ignore_index, reduction=reduction, **hyperparameters)
-
-    def forward(self, input: Tensor, target: Tensor, **data) -> Tensor:
-        return self.function(input, target, **{**self._kwargs, **data})
-
-
 def _check_candidate_tensor(name: str, arg: str, value, input: Tensor, *, integer: bool, allow_2d: bool):
     if value is None:
         return None
@@ -144,54 +125,51 @@ def _check_candidate_tensor(name: str, arg: str, value, input: Tensor, *, intege
     if not isinstance(value, Tensor):
         raise TypeError(f"{name}: {arg} must be a tensor of shape {shapes}; got {type(value).__name__}.")
     if integer and value.dtype != torch.int64:
-        raise TypeError(f"{name}: {arg} must be int64 of shape {shapes}; got {_dtype(value)}. Use {arg}.long().")
+        raise TypeError(f"{name}: {arg} must be int64 of shape {shapes}; got {format_dtype(value)}. Use {arg}.long().")
     if not integer and not value.is_floating_point():
-        raise TypeError(f"{name}: {arg} must be a floating tensor of shape {shapes}; got {_dtype(value)}.")
+        raise TypeError(f"{name}: {arg} must be a floating tensor of shape {shapes}; got {format_dtype(value)}.")
     if value.shape != (c,) and not (allow_2d and value.shape == (n, c)):
         raise ValueError(f"{name}: {arg} must have shape {shapes}, one entry per candidate column; "
-                         f"got {_shape(value)}.")
+                         f"got {format_shape(value)}.")
     if value.device != input.device:
         raise ValueError(f"{name}: {arg} is on {value.device} but the scores are on {input.device}. "
                          f"Use {arg}.to(input.device).")
     return value
 
 
-def accidental_hit_mask(target: Tensor, candidate_ids: Tensor, valid: Tensor) -> Tensor:
-    """(N, C) bool: column j holds the same item as row i's positive column, j ≠ target_i."""
+def accidental_hit_mask(target: Tensor, candidate_ids: Tensor) -> Tensor:
+    """(N, C) bool: column j holds the same item as row i's positive column, j ≠ target_i
+    (``target``: class indices in [0, C))."""
     c = candidate_ids.numel()
-    safe = torch.where(valid, target, 0)
-    same = candidate_ids.unsqueeze(0) == candidate_ids[safe].unsqueeze(1)
-    not_self = torch.arange(c, device=target.device).unsqueeze(0) != safe.unsqueeze(1)
-    return same & not_self & valid.unsqueeze(1)
+    same = candidate_ids.unsqueeze(0) == candidate_ids[target].unsqueeze(1)
+    not_self = torch.arange(c, device=target.device).unsqueeze(0) != target.unsqueeze(1)
+    return same & not_self
 
 
-@register_loss(
-    "in_batch_softmax",
-    family="sampled",
-    paper="yi2019sampling",
-    target="index",
-    properties={"shift_invariant": True, "nonnegative": True, "bounded": False, "symmetric": False},
-    supports=("ignore_index",),
-    summary="Softmax over a batch's candidates with logQ correction s_ij/τ − log p_j and accidental hits removed.",
-    formula=r"\ell_i = -\log \frac{e^{s_{i y_i}/\tau - \log p_{y_i}}}{\sum_{j} e^{s_{ij}/\tau - \log p_j}}",
-)
-def in_batch_softmax_loss(
-    input: Tensor,
-    target: Tensor,
-    log_q: Tensor | None = None,
-    candidate_ids: Tensor | None = None,
-    *,
-    temperature: float = 1.0,
-    remove_accidental_hits: bool = True,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-) -> Tensor:
+def _check_in_batch(temperature=1.0, remove_accidental_hits=True) -> tuple[float, bool]:
+    tau = check_number("in_batch_softmax_loss", "temperature", temperature, low=0.0, low_open=True)
+    if not isinstance(remove_accidental_hits, bool):
+        raise TypeError("in_batch_softmax_loss: remove_accidental_hits must be True or False; got "
+                        f"{type(remove_accidental_hits).__name__}.")
+    return tau, remove_accidental_hits
+
+
+@register_loss("in_batch_softmax", family="sampled", paper="yi2019sampling", supports=INDEX_OPTIONS,
+               check=_check_in_batch,
+               properties={"shift_invariant": True, "nonnegative": True, "bounded": False, "symmetric": False},
+               summary="Softmax over a batch's candidates with logQ correction s_ij/τ − log p_j and accidental "
+                       "hits removed.",
+               formula=r"\ell_i = -\log \frac{e^{s_{i y_i}/\tau - \log p_{y_i}}}{\sum_{j} e^{s_{ij}/\tau - \log p_j}}")
+def in_batch_softmax_loss(input: Tensor, target: Tensor, log_q: Tensor | None = None,
+                          candidate_ids: Tensor | None = None, *, temperature: float = 1.0,
+                          remove_accidental_hits: bool = True, **options: Unpack[IndexOptions]) -> Tensor:
     r"""In-batch (or any candidate-set) softmax with the logQ correction of Yi et al. (2019).
 
     Args:
         input: scores s (N, C) of N queries against C candidates (for in-batch training,
             ``query @ items.T`` with C = N and ``target = arange(N)``).
-        target: int64 (N,), the column of each row's positive; ``ignore_index`` skips a row.
+        target: int64 (N,), the column of each row's positive; ``ignore_index`` skips a row, and
+            ``weight`` (C,) weighs row i by w_{target_i} (with ``target = arange(N)``: per-row weights).
         log_q: log of each candidate's sampling probability (expected count per batch), (C,) or
             (N, C); subtracted from the scaled scores. None: no correction (plain in-batch softmax).
         candidate_ids: int64 (C,) item ids of the columns; with ``remove_accidental_hits``, a column
@@ -202,27 +180,22 @@ def in_batch_softmax_loss(
     With ``log_q=None`` and no ids this is :func:`~lossbook.functional.cross_entropy` of s/τ.
     """
     name = "in_batch_softmax_loss"
-    check_logits(name, input)
-    check_reduction(name, reduction)
-    target_kind(name, input, target, allow_prob=False)
-    tau = check_number(name, "temperature", temperature, low=0.0, low_open=True)
-    log_q = _check_candidate_tensor(name, "log_q", log_q, input, integer=False, allow_2d=True)
-    candidate_ids = _check_candidate_tensor(name, "candidate_ids", candidate_ids, input, integer=True, allow_2d=False)
-    valid = check_index_range(name, target, input.shape[1], ignore_index)
-    logits = input / tau if tau != 1.0 else input
-    if log_q is not None:
-        logits = logits - log_q.to(input.dtype)
-    if candidate_ids is not None and remove_accidental_hits:
-        logits = logits.masked_fill(accidental_hit_mask(target, candidate_ids, valid), float("-inf"))
-    return per_class_loss(name, logits, target, _neg, weight=None, ignore_index=ignore_index, reduction=reduction,
-                          label_smoothing=0.0)
+    tau, remove_accidental_hits = _check_in_batch(temperature, remove_accidental_hits)
+
+    def per_row(z: Tensor, y: Tensor) -> Tensor:
+        q = _check_candidate_tensor(name, "log_q", log_q, z, integer=False, allow_2d=True)
+        ids = _check_candidate_tensor(name, "candidate_ids", candidate_ids, z, integer=True, allow_2d=False)
+        logits = z / tau if tau != 1.0 else z
+        if q is not None:
+            logits = logits - q.to(z.dtype)
+        if ids is not None and remove_accidental_hits:
+            logits = logits.masked_fill(accidental_hit_mask(y, ids), float("-inf"))
+        return F.cross_entropy(logits, y, reduction="none")
+
+    return class_loss(name, input, target, per_row=per_row, **options)
 
 
-in_batch_softmax_loss.check_hyperparameters = lambda temperature=1.0, remove_accidental_hits=True: check_number(
-    "in_batch_softmax_loss", "temperature", temperature, low=0.0, low_open=True)
-
-
-class InBatchSoftmaxLoss(_CandidateLossModule, loss="in_batch_softmax"):
+class InBatchSoftmaxLoss(LossModule, loss="in_batch_softmax"):
     """Module form of :func:`lossbook.functional.in_batch_softmax_loss`;
     ``forward(scores, target, log_q=None, candidate_ids=None)``."""
 
@@ -237,6 +210,7 @@ class InBatchCandidates:
     candidate_ids: Tensor | None  # (B + B′,)
 
 
+@register_method(kind="building block", family="sampled", paper="yang2020mixed")
 def mixed_negative_batch(
     query: Tensor,
     items: Tensor,
@@ -263,8 +237,8 @@ def mixed_negative_batch(
     name = "mixed_negative_batch"
     if not isinstance(query, Tensor) or not isinstance(items, Tensor) or query.dim() != 2 or items.shape != query.shape:
         raise ValueError(f"{name}: query and items must be tensors of the same shape (B, d); got "
-                         f"{_shape(query) if isinstance(query, Tensor) else type(query).__name__} and "
-                         f"{_shape(items) if isinstance(items, Tensor) else type(items).__name__}.")
+                         f"{format_shape(query) if isinstance(query, Tensor) else type(query).__name__} and "
+                         f"{format_shape(items) if isinstance(items, Tensor) else type(items).__name__}.")
     b = query.shape[0]
     cands, log_q, ids = [items], None, None
     n_extra = 0

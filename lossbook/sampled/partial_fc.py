@@ -4,7 +4,7 @@ centres, in one process or model-parallel over ``torch.distributed``.
 Each step keeps every class centre that is a positive in the batch and fills up to
 S = ⌊r·C⌋ centres with uniformly drawn negatives (without replacement, no logQ correction); the
 labels are remapped to the sampled columns and the loss is a margin softmax (ArcFace, CosFace ...
-from :mod:`lossbook._cosine`) over the sampled cosines. When the positives alone exceed S, only
+from :mod:`lossbook.margin.transforms`) over the sampled cosines. When the positives alone exceed S, only
 the positives are used (as insightface does).
 
 Model parallel (``distributed=True``), as insightface's ``PartialFC_V2``: rank k owns the class
@@ -28,8 +28,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._cosine import ArcFace, CosineMargin, unit_rows
 from .._validation import check_embeddings, check_labels, check_number, check_reduction, reduce_loss
+from ..margin.transforms import ArcFace, CosineMargin, unit_rows
+from ..registry import register_method
 from ._sparse import gather_rows
 
 __all__ = [
@@ -167,6 +168,7 @@ def _num_sample(name: str, sample_rate, num_local: int) -> int | None:
     return None if r >= 1.0 else int(r * num_local)
 
 
+@register_method(kind="stateful loss", family="sampled", paper="an2021partialfc")
 def partial_fc_loss(
     embeddings: Tensor,
     labels: Tensor,
@@ -219,6 +221,7 @@ def partial_fc_loss(
     return PartialFCOutput(loss, index) if return_aux else loss
 
 
+@register_method(kind="layer", family="sampled", paper="an2021partialfc")
 class PartialFC(nn.Module):
     r"""A Partial FC margin-softmax head that owns the class centres.
 

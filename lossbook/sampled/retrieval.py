@@ -13,21 +13,11 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from typing_extensions import Unpack
 
-from .._validation import (
-    _dtype,
-    _shape,
-    check_index_range,
-    check_logits,
-    check_number,
-    check_reduction,
-    reduce_loss,
-    target_kind,
-)
-from ..registry import register_loss
-from ..softmax._per_class import per_class_loss
-from ..softmax.cross_entropy import _neg
-from .in_batch import _CandidateLossModule
+from .._validation import check_logits, check_number, check_reduction, describe, format_shape, reduce_loss
+from ..engine import INDEX_OPTIONS, IndexOptions, LossModule, class_loss
+from ..registry import register_loss, register_method
 
 __all__ = [
     "cosine_contrastive_loss",
@@ -41,28 +31,21 @@ __all__ = [
 ]
 
 
-def _validate(name: str, input: Tensor, target: Tensor, reduction: str, ignore_index: int,
-              min_classes: int = 1) -> Tensor:
-    check_logits(name, input)
-    check_reduction(name, reduction)
-    target_kind(name, input, target, allow_prob=False)
-    if input.shape[1] < min_classes:
+def _negatives(name: str, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:  # noqa: A002
+    """(positive score (N,), is-negative mask (N, C)) of scores ``input`` with positives in column ``target``;
+    needs one negative column at least."""
+    if input.shape[1] < 2:
         raise ValueError(f"{name}: needs at least one negative column besides the positive; got scores of shape "
-                         f"{_shape(input)}.")
-    return check_index_range(name, target, input.shape[1], ignore_index)
+                         f"{format_shape(input)}.")
+    pos = input.gather(1, target.unsqueeze(1)).squeeze(1)
+    neg = torch.arange(input.shape[1], device=input.device).unsqueeze(0) != target.unsqueeze(1)
+    return pos, neg
 
 
-def _split(input: Tensor, target: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(positive score (N,), is-negative mask (N, C), safe target)."""
-    safe = torch.where(valid, target, 0)
-    pos = input.gather(1, safe.unsqueeze(1)).squeeze(1)
-    neg = torch.arange(input.shape[1], device=input.device).unsqueeze(0) != safe.unsqueeze(1)
-    return pos, neg, safe
-
-
-def _reduce(per_row: Tensor, valid: Tensor, reduction: str) -> Tensor:
-    per_row = torch.where(valid, per_row, torch.zeros_like(per_row))
-    return reduce_loss(per_row, reduction, denominator=valid.sum().to(per_row.dtype))
+def _pairwise_loss(name: str, per_row, input: Tensor, target: Tensor, options: IndexOptions) -> Tensor:  # noqa: A002
+    """:func:`~lossbook.engine.class_loss` of ``per_row(z, positive, negative mask)``."""
+    return class_loss(name, input, target, per_row=lambda z, y: per_row(z, *_negatives(name, z, y)),
+                      **options)
 
 
 # --- SimpleX: cosine contrastive loss ------------------------------------------------------------------
@@ -73,25 +56,13 @@ def _check_ccl(margin=0.5, negative_weight=10.0):
     check_number("cosine_contrastive_loss", "negative_weight", negative_weight, low=0.0)
 
 
-@register_loss(
-    "cosine_contrastive",
-    family="sampled",
-    paper="mao2021simplex",
-    target="index",
-    properties={"nonnegative": True, "shift_invariant": False, "symmetric": False},
-    supports=("ignore_index",),
-    summary="SimpleX's cosine contrastive loss: ReLU(1 − ŷ⁺) + (w/|N|) Σ_j ReLU(ŷ_j⁻ − m) on cosines.",
-    formula=r"\ell = \max(0, 1 - \hat y^+) + \frac{w}{|\mathcal N|}\sum_{j\in\mathcal N}\max(0, \hat y_j^- - m)",
-)
-def cosine_contrastive_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    margin: float = 0.5,
-    negative_weight: float = 10.0,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-) -> Tensor:
+@register_loss("cosine_contrastive", family="sampled", paper="mao2021simplex", supports=INDEX_OPTIONS, check=_check_ccl,
+               properties={"nonnegative": True, "shift_invariant": False, "symmetric": False},
+               summary="SimpleX's cosine contrastive loss: ReLU(1 − ŷ⁺) + (w/|N|) Σ_j ReLU(ŷ_j⁻ − m) on cosines.",
+               formula=r"\ell = \max(0, 1 - \hat y^+) + \frac{w}{|\mathcal N|}\sum_{j\in\mathcal N}"
+                       r"\max(0, \hat y_j^- - m)")
+def cosine_contrastive_loss(input: Tensor, target: Tensor, *, margin: float = 0.5, negative_weight: float = 10.0,
+                            **options: Unpack[IndexOptions]) -> Tensor:
     r"""SimpleX's cosine contrastive loss (CCL; Mao et al. 2021).
 
     With ŷ the cosine scores, per row: ReLU(1 − ŷ⁺) + (w/|N|)·Σ_{j∈N} ReLU(ŷ_j − m), where ŷ⁺ is the
@@ -99,18 +70,16 @@ def cosine_contrastive_loss(
     mean is weighted by w. As in RecBole's ``SimpleX`` (``pos_loss + neg_loss.mean(1) * w``);
     defaults m = 0.5, w = 10 are RecBole's ``SimpleX.yaml``.
     """
-    name = "cosine_contrastive_loss"
     _check_ccl(margin, negative_weight)
-    valid = _validate(name, input, target, reduction, ignore_index, min_classes=2)
-    pos, neg, _ = _split(input, target, valid)
-    neg_term = torch.where(neg, F.relu(input - margin), torch.zeros_like(input)).sum(1) / (input.shape[1] - 1)
-    return _reduce(F.relu(1.0 - pos) + negative_weight * neg_term, valid, reduction)
+
+    def per_row(z: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+        neg_term = torch.where(neg, F.relu(z - margin), torch.zeros_like(z)).sum(1) / (z.shape[1] - 1)
+        return F.relu(1.0 - pos) + negative_weight * neg_term
+
+    return _pairwise_loss("cosine_contrastive_loss", per_row, input, target, options)
 
 
-cosine_contrastive_loss.check_hyperparameters = _check_ccl
-
-
-class CosineContrastiveLoss(_CandidateLossModule, loss="cosine_contrastive"):
+class CosineContrastiveLoss(LossModule, loss="cosine_contrastive"):
     """Module form of :func:`lossbook.functional.cosine_contrastive_loss`."""
 
 
@@ -151,26 +120,13 @@ def _check_psl(temperature=2.0, robust_temperature=1.0, activation="tanh"):
         raise ValueError(f"pairwise_softmax_loss: activation must be one of {_ACTIVATIONS}; got {activation!r}.")
 
 
-@register_loss(
-    "pairwise_softmax",
-    family="sampled",
-    paper="yang2024psl",
-    target="index",
-    properties={"shift_invariant": True, "symmetric": False},
-    supports=("ignore_index",),
-    summary="PSL: log Σ_j exp(σ(d_j)/τ*), d_j = (ŷ_j − ŷ⁺)/τ, σ a surrogate activation (tanh, atan, relu).",
-    formula=r"\ell = \log \sum_{j\in\mathcal N} \exp\!\big(\sigma(d_j)/\tau^*\big),\ d_j = (\hat y_j - \hat y^+)/\tau",
-)
-def pairwise_softmax_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    temperature: float = 2.0,
-    robust_temperature: float = 1.0,
-    activation: str = "tanh",
-    ignore_index: int = -100,
-    reduction: str = "mean",
-) -> Tensor:
+@register_loss("pairwise_softmax", family="sampled", paper="yang2024psl", supports=INDEX_OPTIONS, check=_check_psl,
+               properties={"shift_invariant": True, "symmetric": False},
+               summary="PSL: log Σ_j exp(σ(d_j)/τ*), d_j = (ŷ_j − ŷ⁺)/τ, σ a surrogate activation (tanh, atan, relu).",
+               formula=r"\ell = \log \sum_{j\in\mathcal N} \exp\!\big(\sigma(d_j)/\tau^*\big),\ "
+                       r"d_j = (\hat y_j - \hat y^+)/\tau")
+def pairwise_softmax_loss(input: Tensor, target: Tensor, *, temperature: float = 2.0, robust_temperature: float = 1.0,
+                          activation: str = "tanh", **options: Unpack[IndexOptions]) -> Tensor:
     r"""Pairwise softmax loss PSL1 (Yang et al. 2024).
 
     With d_j = (ŷ_j − ŷ⁺)/τ over the negative columns j (ŷ cosine scores, τ = ``temperature``) and
@@ -182,22 +138,19 @@ def pairwise_softmax_loss(
     Each σ(d_j)/τ* is floored at log of the dtype's smallest normal number, so a row where every
     exp σ vanishes (``relu``/``atan`` with d_j below −1 / −tan 1) has a finite loss and zero gradient.
     """
-    name = "pairwise_softmax_loss"
     _check_psl(temperature, robust_temperature, activation)
-    valid = _validate(name, input, target, reduction, ignore_index, min_classes=2)
-    pos, neg, _ = _split(input, target, valid)
-    d = (input - pos.unsqueeze(1)) / temperature
-    # floor at log(tiny): a row whose every exp σ(d_j) is 0 (relu/atan with d_j below their zero, e.g.
-    # τ < 2) gets the finite loss log(|N|·tiny) and a zero gradient instead of −inf and NaN
-    z = (psl_activation(d, activation) / robust_temperature).clamp_min(math.log(torch.finfo(input.dtype).tiny))
-    per_row = torch.logsumexp(z.masked_fill(~neg, -math.inf), dim=1)
-    return _reduce(per_row, valid, reduction)
+
+    def per_row(z: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+        d = (z - pos.unsqueeze(1)) / temperature
+        # floor at log(tiny): a row whose every exp σ(d_j) is 0 (relu/atan with d_j below their zero, e.g.
+        # τ < 2) gets the finite loss log(|N|·tiny) and a zero gradient instead of −inf and NaN
+        s = (psl_activation(d, activation) / robust_temperature).clamp_min(math.log(torch.finfo(z.dtype).tiny))
+        return torch.logsumexp(s.masked_fill(~neg, -math.inf), dim=1)
+
+    return _pairwise_loss("pairwise_softmax_loss", per_row, input, target, options)
 
 
-pairwise_softmax_loss.check_hyperparameters = _check_psl
-
-
-class PairwiseSoftmaxLoss(_CandidateLossModule, loss="pairwise_softmax"):
+class PairwiseSoftmaxLoss(LossModule, loss="pairwise_softmax"):
     """Module form of :func:`lossbook.functional.pairwise_softmax_loss`."""
 
 
@@ -206,33 +159,19 @@ class PairwiseSoftmaxLoss(_CandidateLossModule, loss="pairwise_softmax"):
 
 def _check_positives(name: str, positives, input: Tensor) -> Tensor:
     if not isinstance(positives, Tensor) or positives.dtype != torch.bool or positives.shape != input.shape:
-        got = f"{_dtype(positives)} of shape {_shape(positives)}" if isinstance(positives, Tensor) else \
-            type(positives).__name__
-        raise ValueError(f"{name}: positives must be a bool mask of the scores' shape {_shape(input)} (True at "
-                         f"every positive label of the row); got {got}. Use positives.bool().")
+        raise ValueError(f"{name}: positives must be a bool mask of the scores' shape {format_shape(input)} (True "
+                         f"at every positive label of the row); got {describe(positives)}. Use positives.bool().")
     if positives.device != input.device:
         raise ValueError(f"{name}: positives are on {positives.device} but the scores on {input.device}.")
     return positives
 
 
-@register_loss(
-    "decoupled_softmax",
-    family="sampled",
-    paper="gupta2024dexml",
-    target="index",
-    properties={"shift_invariant": True, "nonnegative": True, "bounded": False, "symmetric": False},
-    supports=("ignore_index",),
-    summary="DEXML's decoupled softmax: each positive in its own softmax against the negatives only.",
-    formula=r"\ell = -\log \frac{e^{s_y}}{e^{s_y} + \sum_{n \notin P} e^{s_n}}",
-)
-def decoupled_softmax_loss(
-    input: Tensor,
-    target: Tensor,
-    positives: Tensor | None = None,
-    *,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-) -> Tensor:
+@register_loss("decoupled_softmax", family="sampled", paper="gupta2024dexml", supports=INDEX_OPTIONS,
+               properties={"shift_invariant": True, "nonnegative": True, "bounded": False, "symmetric": False},
+               summary="DEXML's decoupled softmax: each positive in its own softmax against the negatives only.",
+               formula=r"\ell = -\log \frac{e^{s_y}}{e^{s_y} + \sum_{n \notin P} e^{s_n}}")
+def decoupled_softmax_loss(input: Tensor, target: Tensor, positives: Tensor | None = None,
+                           **options: Unpack[IndexOptions]) -> Tensor:
     r"""Decoupled softmax of DEXML (Gupta et al. 2024), one row per (query, positive) pair.
 
     Row i scores a query against C labels; ``target`` is the positive this row trains, and
@@ -242,24 +181,22 @@ def decoupled_softmax_loss(
     :func:`decoupled_softmax_multilabel_loss`.
     """
     name = "decoupled_softmax_loss"
-    check_logits(name, input)
-    check_reduction(name, reduction)
-    target_kind(name, input, target, allow_prob=False)
-    valid = check_index_range(name, target, input.shape[1], ignore_index)
-    logits = input
-    if positives is not None:
-        positives = _check_positives(name, positives, input)
-        _, neg, _ = _split(input, target, valid)
-        logits = input.masked_fill(positives & neg & valid.unsqueeze(1), -math.inf)
-    return per_class_loss(name, logits, target, _neg, weight=None, ignore_index=ignore_index,
-                          reduction=reduction, label_smoothing=0.0)
+
+    def per_row(z: Tensor, y: Tensor) -> Tensor:
+        if positives is not None:
+            others = torch.arange(z.shape[1], device=z.device).unsqueeze(0) != y.unsqueeze(1)
+            z = z.masked_fill(_check_positives(name, positives, z) & others, -math.inf)
+        return F.cross_entropy(z, y, reduction="none")
+
+    return class_loss(name, input, target, per_row=per_row, **options)
 
 
-class DecoupledSoftmaxLoss(_CandidateLossModule, loss="decoupled_softmax"):
+class DecoupledSoftmaxLoss(LossModule, loss="decoupled_softmax"):
     """Module form of :func:`lossbook.functional.decoupled_softmax_loss`;
     ``forward(scores, target, positives=None)``."""
 
 
+@register_method(kind="stateful loss", family="sampled", paper="gupta2024dexml")
 def decoupled_softmax_multilabel_loss(input: Tensor, positives: Tensor, *, reduction: str = "mean") -> Tensor:
     r"""DEXML's decoupled softmax over multi-label rows (``losses.py``, ``decoupled-softmax``).
 

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..registry import register_method
+
 __all__ = [
     "CandidateSample",
     "CandidateSampler",
@@ -204,6 +206,7 @@ class CandidateSampler(nn.Module):
         return chosen, tries
 
 
+@register_method(kind="sampler", family="sampled")
 class UniformSampler(CandidateSampler):
     """P(k) = 1/D (TensorFlow's ``uniform_candidate_sampler``)."""
 
@@ -216,6 +219,7 @@ class UniformSampler(CandidateSampler):
         return torch.randint(0, self.num_classes, (n,), generator=generator, device=device)
 
 
+@register_method(kind="sampler", family="sampled")
 class LogUniformSampler(CandidateSampler):
     """Zipfian P(k) = (log(k + 2) − log(k + 1)) / log(D + 1) (TensorFlow's ``log_uniform_candidate_sampler``).
 
@@ -257,6 +261,7 @@ class _TableSampler(CandidateSampler):
         return int((self.probs > 0).sum())
 
 
+@register_method(kind="sampler", family="sampled", paper="mikolov2013distributed")
 class UnigramSampler(_TableSampler):
     """P(k) ∝ count_k^distortion (TensorFlow's ``fixed_unigram_candidate_sampler`` with ``unigrams``).
 
@@ -282,6 +287,7 @@ class UnigramSampler(_TableSampler):
         return f"num_classes={self.num_classes}, distortion={self.distortion}"
 
 
+@register_method(kind="sampler", family="sampled")
 class LearnedUnigramSampler(_TableSampler):
     """P(k) ∝ w_k, w_k = 1 + (number of times k was seen as a true class) (TensorFlow's
     ``learned_unigram_candidate_sampler``).
@@ -316,6 +322,7 @@ class LearnedUnigramSampler(_TableSampler):
         return out
 
 
+@register_method(kind="sampler", family="sampled")
 class AllSampler(CandidateSampler):
     """Every class once, in order, with expected count 1 (TensorFlow's ``all_candidate_sampler``);
     ``num_sampled`` must equal ``num_classes``. Meant for tests: with it, a sampled loss is the

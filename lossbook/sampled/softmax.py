@@ -25,13 +25,14 @@ does not (TensorFlow's defaults); NCE with hits removed is TensorFlow's "sampled
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import _dtype, _shape, check_reduction, reduce_loss
+from .._validation import check_reduction, describe, format_dtype, format_shape, reduce_loss
+from ..registry import register_method
 from ._sparse import gather_rows
 from .samplers import CandidateSample, CandidateSampler, make_sampler
 
@@ -73,40 +74,42 @@ def compute_accidental_hits(labels: Tensor, sampled_candidates: Tensor) -> Tenso
 
 def _check_linear(name: str, weight: Tensor, bias: Tensor | None, inputs: Tensor) -> tuple[int, int]:
     if not isinstance(weight, Tensor) or not weight.is_floating_point() or weight.dim() != 2:
-        got = f"{_dtype(weight)} of shape {_shape(weight)}" if isinstance(weight, Tensor) else type(weight).__name__
-        raise ValueError(f"{name}: weight must be a floating tensor of shape (num_classes, dim); got {got}.")
+        raise ValueError(f"{name}: weight must be a floating tensor of shape (num_classes, dim); got "
+                         f"{describe(weight)}.")
     num_classes, dim = weight.shape
     if not isinstance(inputs, Tensor) or not inputs.is_floating_point() or inputs.dim() != 2 or inputs.shape[1] != dim:
-        got = f"{_dtype(inputs)} of shape {_shape(inputs)}" if isinstance(inputs, Tensor) else type(inputs).__name__
         raise ValueError(f"{name}: inputs must be a floating tensor of shape (N, {dim}) to match weight of shape "
-                         f"{_shape(weight)}; got {got}.")
+                         f"{format_shape(weight)}; got {describe(inputs)}.")
     if inputs.dtype != weight.dtype or inputs.device != weight.device:
-        raise ValueError(f"{name}: inputs ({_dtype(inputs)} on {inputs.device}) and weight ({_dtype(weight)} on "
-                         f"{weight.device}) must share dtype and device. Use inputs.to(weight).")
+        raise ValueError(f"{name}: inputs ({format_dtype(inputs)} on {inputs.device}) and weight "
+                         f"({format_dtype(weight)} on {weight.device}) must share dtype and device. "
+                         "Use inputs.to(weight).")
     if bias is not None:
         if not isinstance(bias, Tensor) or bias.shape != (num_classes,):
-            got = _shape(bias) if isinstance(bias, Tensor) else type(bias).__name__
+            got = format_shape(bias) if isinstance(bias, Tensor) else type(bias).__name__
             raise ValueError(f"{name}: bias must have shape ({num_classes},), one per class; got {got}.")
         if bias.dtype != weight.dtype or bias.device != weight.device:
-            raise ValueError(f"{name}: bias must share weight's dtype and device ({_dtype(weight)} on {weight.device}).")
+            raise ValueError(f"{name}: bias must share weight's dtype and device ({format_dtype(weight)} on "
+                             f"{weight.device}).")
     return num_classes, dim
 
 
 def _check_labels(name: str, labels: Tensor, n: int, num_classes: int, num_true: int | None) -> Tensor:
     if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
-        got = _dtype(labels) if isinstance(labels, Tensor) else type(labels).__name__
+        got = format_dtype(labels) if isinstance(labels, Tensor) else type(labels).__name__
         raise TypeError(f"{name}: labels must be int64 class indices of shape (N,) or (N, num_true); got {got}. "
                         "Use labels.long().")
     if labels.dim() not in (1, 2) or labels.shape[0] != n:
         raise ValueError(f"{name}: labels must have shape ({n},) or ({n}, num_true) to match inputs with {n} rows; "
-                         f"got {_shape(labels)}.")
+                         f"got {format_shape(labels)}.")
     if labels.dim() == 1:
         labels = labels.unsqueeze(1)
     if num_true is not None and labels.shape[1] != num_true:
         raise ValueError(f"{name}: num_true={num_true} but labels has {labels.shape[1]} columns.")
     if labels.numel() and bool(((labels < 0) | (labels >= num_classes)).any()):
         bad = int(labels[(labels < 0) | (labels >= num_classes)][0])
-        raise ValueError(f"{name}: labels hold class index {bad}, outside [0, {num_classes}) for {num_classes} classes.")
+        raise ValueError(f"{name}: labels hold class index {bad}, outside [0, {num_classes}) for {num_classes} "
+                         "classes.")
     return labels
 
 
@@ -129,8 +132,17 @@ def _sampled_values(name: str, sampled_values, sampler, num_sampled, labels, num
             raise ValueError(f"{name}: num_sampled={num_sampled} but sampled_values holds {cand.numel()} candidates.")
         if cand.numel() and bool(((cand < 0) | (cand >= num_classes)).any()):
             raise ValueError(f"{name}: sampled candidates must lie in [0, {num_classes}).")
-        if sample.true_expected_count is None or tuple(sample.true_expected_count.shape) != tuple(labels.shape):
-            raise ValueError(f"{name}: true_expected_count must have the labels' shape {_shape(labels)}.")
+        true_ec = sample.true_expected_count
+        n, t = labels.shape  # (N, num_true): 1-D labels were made (N, 1)
+        if isinstance(true_ec, Tensor) and t == 1 and tuple(true_ec.shape) == (n,):
+            # what sampler.sample(S, true_classes=y) gives for 1-D labels y: one count per row, num_true = 1
+            sample = replace(sample, true_expected_count=true_ec.unsqueeze(1))
+        elif not isinstance(true_ec, Tensor) or tuple(true_ec.shape) != (n, t):
+            expected = f"({n},) or ({n}, 1)" if t == 1 else f"({n}, {t})"
+            got = format_shape(true_ec) if isinstance(true_ec, Tensor) else repr(true_ec)
+            raise ValueError(f"{name}: true_expected_count must have the labels' shape {expected}, one expected count "
+                             f"per true label; got {got}. Draw the sample with "
+                             "sampler.sample(num_sampled, true_classes=labels).")
         if tuple(sample.sampled_expected_count.shape) != (cand.numel(),):
             raise ValueError(f"{name}: sampled_expected_count must have shape ({cand.numel()},).")
         return sample
@@ -222,6 +234,7 @@ def _finish(loss, true_logits, sampled_logits, hits, sample, labels, return_aux)
     return SampledLossOutput(loss, logits, out_labels, mask, sample)
 
 
+@register_method(kind="reference-API function", family="sampled", paper="jean2015large")
 def sampled_softmax_loss(
     weight: Tensor,
     bias: Tensor | None,
@@ -266,6 +279,7 @@ def sampled_softmax_loss(
     return _finish(loss, true_logits, sampled_logits, hits, sample, labels, return_aux)
 
 
+@register_method(kind="reference-API function", family="sampled", paper="gutmann2010nce")
 def nce_loss(
     weight: Tensor,
     bias: Tensor | None,
@@ -308,6 +322,7 @@ sampled_softmax_loss.__doc__ += _COMMON_DOC
 nce_loss.__doc__ += _COMMON_DOC
 
 
+@register_method(kind="reference-API function", family="sampled", paper="jean2015large")
 def full_softmax_loss(
     weight: Tensor,
     bias: Tensor | None,
@@ -344,6 +359,7 @@ def full_softmax_loss(
     return reduce_loss(lse - true.mean(dim=1), reduction)
 
 
+@register_method(kind="layer", family="sampled", paper="jean2015large")
 class SampledSoftmaxLayer(nn.Module):
     """An output layer ``in_features → num_classes`` trained with sampled softmax or NCE.
 

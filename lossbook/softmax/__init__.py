@@ -1,46 +1,10 @@
-"""Cross-entropy and its relatives: the comp-sum family, label smoothing, GCE, MAE."""
+"""Cross-entropy and its relatives: the comp-sum family, label smoothing, GCE, MAE.
 
-from .cross_entropy import CrossEntropyLoss, cross_entropy  # noqa: I001 - registered first
-from .comp_sum import (
-    CompSumLoss,
-    GeneralizedCrossEntropyLoss,
-    MeanAbsoluteErrorLoss,
-    SumExponentialLoss,
-    comp_sum_bayes_risk,
-    comp_sum_conditional_risk,
-    comp_sum_loss,
-    comp_sum_minimizer,
-    comp_sum_phi,
-    generalized_cross_entropy,
-    mean_absolute_error,
-    sum_exponential_loss,
-)
-from .consistency import (
-    comp_sum_bound,
-    comp_sum_calibration,
-    consistency_trajectory,
-    excess_risks,
-    margin_profile,
-)
+Each module lists its public names in ``__all__``; this package exports them all.
+"""
 
-__all__ = [
-    "CrossEntropyLoss",
-    "CompSumLoss",
-    "GeneralizedCrossEntropyLoss",
-    "MeanAbsoluteErrorLoss",
-    "SumExponentialLoss",
-    "cross_entropy",
-    "comp_sum_loss",
-    "sum_exponential_loss",
-    "generalized_cross_entropy",
-    "mean_absolute_error",
-    "comp_sum_phi",
-    "comp_sum_minimizer",
-    "comp_sum_conditional_risk",
-    "comp_sum_bayes_risk",
-    "margin_profile",
-    "excess_risks",
-    "comp_sum_calibration",
-    "comp_sum_bound",
-    "consistency_trajectory",
-]
+from . import comp_sum, consistency
+from .comp_sum import *  # noqa: F403
+from .consistency import *  # noqa: F403
+
+__all__ = comp_sum.__all__ + consistency.__all__

@@ -1,4 +1,4 @@
-r"""The comp-sum family of Mao, Mohri & Zhong (2023).
+r"""Softmax cross-entropy and the comp-sum family of Mao, Mohri & Zhong (2023), which contains it.
 
 A comp-sum loss composes a function Φ with the sum of exponentiated score differences:
 
@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
-from .._module import ClassLossModule
 from .._validation import check_number
-from ..registry import register_loss
-from ._per_class import per_class_loss
+from ..engine import CLASS_OPTIONS, ClassOptions, LossModule, class_loss
+from ..registry import register_loss, register_method
 
 __all__ = [
+    "cross_entropy",
     "comp_sum_loss",
     "sum_exponential_loss",
     "generalized_cross_entropy",
@@ -38,6 +39,7 @@ __all__ = [
     "comp_sum_minimizer",
     "comp_sum_conditional_risk",
     "comp_sum_bayes_risk",
+    "CrossEntropyLoss",
     "CompSumLoss",
     "SumExponentialLoss",
     "GeneralizedCrossEntropyLoss",
@@ -45,7 +47,7 @@ __all__ = [
 ]
 
 
-def _check_tau(tau) -> float:
+def _check_tau(tau=1.0) -> float:
     return check_number("comp_sum_loss", "tau", tau, low=0.0)
 
 
@@ -56,181 +58,76 @@ def comp_sum_phi(log_p: Tensor, tau: float) -> Tensor:
     return -torch.expm1((tau - 1.0) * log_p) / (tau - 1.0)
 
 
-def _kwargs_doc(fn):
-    fn.__doc__ = (fn.__doc__ or "") + (
-        "\n\n    ``weight``, ``ignore_index``, ``reduction``, ``label_smoothing`` and probability "
-        "targets\n    behave as in :func:`lossbook.functional.cross_entropy` (a probability target "
-        "gives the\n    expected loss Σ_k q_k ℓ(z, k))."
-    )
-    return fn
+@register_loss("cross_entropy", family="softmax", paper="mao2023crossentropy", supports=CLASS_OPTIONS,
+               properties={"shift_invariant": True, "nonnegative": True, "bounded": False, "symmetric": False,
+                           "classification_calibrated": True},
+               summary="Softmax cross-entropy (the logistic loss); the baseline of every chapter.",
+               formula=r"\ell(z, y) = -\log \frac{e^{z_y}}{\sum_k e^{z_k}}")
+def cross_entropy(input: Tensor, target: Tensor, **options: Unpack[ClassOptions]) -> Tensor:
+    r"""Softmax cross-entropy :math:`-\log \mathrm{softmax}(z)_y` (comp-sum at τ = 1).
+
+    Same arguments and results as :func:`torch.nn.functional.cross_entropy` for logits of shape
+    ``(N, C)`` (torch gives NaN for an empty batch).
+    """
+    return class_loss("cross_entropy", input, target, phi=torch.neg, prob_target=True, **options)
 
 
-@register_loss(
-    "comp_sum",
-    family="softmax",
-    paper="mao2023crossentropy",
-    target="index_or_prob",
-    properties={
-        "shift_invariant": True,
-        "nonnegative": True,
-        "reduces_to_ce_when": {"tau": 1.0},
-        "classification_calibrated": True,
-    },
-    supports=("weight", "ignore_index", "label_smoothing", "prob_target"),
-    summary="Comp-sum family Φ^τ(Σ_{k≠y} e^{z_k−z_y}): sum-exp (τ=0), CE (τ=1), GCE (1<τ<2), MAE (τ=2).",
-    formula=r"\ell^\tau(z,y) = \frac{1 - p_y^{\tau-1}}{\tau-1},\ p = \mathrm{softmax}(z)",
-)
-@_kwargs_doc
-def comp_sum_loss(
-    input: Tensor,  # noqa: A002
-    target: Tensor,
-    *,
-    tau: float = 1.0,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-) -> Tensor:
+@register_loss("comp_sum", family="softmax", paper="mao2023crossentropy", supports=CLASS_OPTIONS, check=_check_tau,
+               properties={"shift_invariant": True, "nonnegative": True, "reduces_to_ce_when": {"tau": 1.0},
+                           "classification_calibrated": True},
+               summary="Comp-sum family Φ^τ(Σ_{k≠y} e^{z_k−z_y}): sum-exp (τ=0), CE (τ=1), GCE (1<τ<2), MAE (τ=2).",
+               formula=r"\ell^\tau(z,y) = \frac{1 - p_y^{\tau-1}}{\tau-1},\ p = \mathrm{softmax}(z)")
+def comp_sum_loss(input: Tensor, target: Tensor, *, tau: float = 1.0, **options: Unpack[ClassOptions]) -> Tensor:
     r"""Comp-sum loss ℓ^τ(z, y) = Φ^τ(Σ_{k≠y} e^{z_k − z_y}) = (1 − p_y^{τ−1})/(τ − 1), τ ≥ 0."""
     tau = _check_tau(tau)
-    return per_class_loss(
-        "comp_sum_loss",
-        input,
-        target,
-        lambda log_p: comp_sum_phi(log_p, tau),
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-    )
+    return class_loss("comp_sum_loss", input, target, phi=lambda log_p: comp_sum_phi(log_p, tau), prob_target=True,
+                      **options)
 
 
-comp_sum_loss.check_hyperparameters = lambda tau=1.0: _check_tau(tau)
-
-
-@register_loss(
-    "sum_exponential",
-    family="softmax",
-    paper="mao2023crossentropy",
-    target="index_or_prob",
-    properties={"shift_invariant": True, "nonnegative": True, "classification_calibrated": True},
-    supports=("weight", "ignore_index", "label_smoothing", "prob_target"),
-    summary="Sum-exponential loss Σ_{k≠y} e^{z_k−z_y} = 1/p_y − 1 (comp-sum τ = 0).",
-    formula=r"\ell(z,y) = \sum_{k\ne y} e^{z_k - z_y}",
-)
-@_kwargs_doc
-def sum_exponential_loss(
-    input: Tensor,  # noqa: A002
-    target: Tensor,
-    *,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-) -> Tensor:
+@register_loss("sum_exponential", family="softmax", paper="mao2023crossentropy", supports=CLASS_OPTIONS,
+               properties={"shift_invariant": True, "nonnegative": True, "classification_calibrated": True},
+               summary="Sum-exponential loss Σ_{k≠y} e^{z_k−z_y} = 1/p_y − 1 (comp-sum τ = 0).",
+               formula=r"\ell(z,y) = \sum_{k\ne y} e^{z_k - z_y}")
+def sum_exponential_loss(input: Tensor, target: Tensor, **options: Unpack[ClassOptions]) -> Tensor:
     r"""Sum-exponential loss Σ_{k≠y} e^{z_k − z_y}, the multi-class exponential loss (comp-sum τ = 0)."""
-    return per_class_loss(
-        "sum_exponential_loss",
-        input,
-        target,
-        lambda log_p: comp_sum_phi(log_p, 0.0),
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-    )
+    return class_loss("sum_exponential_loss", input, target, phi=lambda log_p: comp_sum_phi(log_p, 0.0),
+                      prob_target=True, **options)
 
 
-def _check_q(q) -> float:
+def _check_q(q=0.7) -> float:
     return check_number("generalized_cross_entropy", "q", q, low=0.0, high=1.0, low_open=True)
 
 
-@register_loss(
-    "generalized_cross_entropy",
-    family="softmax",
-    paper="zhang2018generalized",
-    target="index_or_prob",
-    properties={
-        "shift_invariant": True,
-        "nonnegative": True,
-        "bounded": True,
-        "classification_calibrated": True,
-    },
-    supports=("weight", "ignore_index", "label_smoothing", "prob_target"),
-    summary="Generalized cross-entropy (1 − p_y^q)/q: CE as q → 0, MAE at q = 1 (comp-sum τ = 1 + q).",
-    formula=r"\ell_q(z,y) = \frac{1 - p_y^{q}}{q}",
-)
-@_kwargs_doc
-def generalized_cross_entropy(
-    input: Tensor,  # noqa: A002
-    target: Tensor,
-    *,
-    q: float = 0.7,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-) -> Tensor:
+@register_loss("generalized_cross_entropy", family="softmax", paper="zhang2018generalized", supports=CLASS_OPTIONS,
+               check=_check_q,
+               properties={"shift_invariant": True, "nonnegative": True, "bounded": True,
+                           "classification_calibrated": True},
+               summary="Generalized cross-entropy (1 − p_y^q)/q: CE as q → 0, MAE at q = 1 (comp-sum τ = 1 + q).",
+               formula=r"\ell_q(z,y) = \frac{1 - p_y^{q}}{q}")
+def generalized_cross_entropy(input: Tensor, target: Tensor, *, q: float = 0.7,
+                              **options: Unpack[ClassOptions]) -> Tensor:
     r"""Generalized cross-entropy (1 − p_y^q)/q of Zhang & Sabuncu (2018), q ∈ (0, 1]; default 0.7."""
     q = _check_q(q)
-    return per_class_loss(
-        "generalized_cross_entropy",
-        input,
-        target,
-        lambda log_p: comp_sum_phi(log_p, 1.0 + q),
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-    )
+    return class_loss("generalized_cross_entropy", input, target, phi=lambda log_p: comp_sum_phi(log_p, 1.0 + q),
+                      prob_target=True, **options)
 
 
-generalized_cross_entropy.check_hyperparameters = lambda q=0.7: _check_q(q)
-
-
-@register_loss(
-    "mean_absolute_error",
-    family="softmax",
-    paper="ghosh2017robust",
-    target="index_or_prob",
-    properties={
-        "shift_invariant": True,
-        "nonnegative": True,
-        "bounded": True,
-        "symmetric": True,
-        "classification_calibrated": True,
-    },
-    supports=("weight", "ignore_index", "label_smoothing", "prob_target"),
-    summary="Mean absolute error 1 − p_y = ½‖e_y − p‖₁ (comp-sum τ = 2); symmetric, hence noise-tolerant.",
-    formula=r"\ell(z,y) = 1 - p_y = \tfrac12 \lVert e_y - \mathrm{softmax}(z) \rVert_1",
-)
-@_kwargs_doc
-def mean_absolute_error(
-    input: Tensor,  # noqa: A002
-    target: Tensor,
-    *,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-) -> Tensor:
+@register_loss("mean_absolute_error", family="softmax", paper="ghosh2017robust", supports=CLASS_OPTIONS,
+               properties={"shift_invariant": True, "nonnegative": True, "bounded": True, "symmetric": True,
+                           "classification_calibrated": True},
+               summary="Mean absolute error 1 − p_y = ½‖e_y − p‖₁ (comp-sum τ = 2); symmetric, hence noise-tolerant.",
+               formula=r"\ell(z,y) = 1 - p_y = \tfrac12 \lVert e_y - \mathrm{softmax}(z) \rVert_1")
+def mean_absolute_error(input: Tensor, target: Tensor, **options: Unpack[ClassOptions]) -> Tensor:
     r"""Mean absolute error 1 − p_y on softmax outputs, i.e. ½‖e_y − p‖₁ (comp-sum τ = 2).
 
     Ghosh et al. (2017) write the unhalved ‖e_y − p‖₁ = 2(1 − p_y); the factor does not change
     the minimiser, and this form is the comp-sum member exactly.
     """
-    return per_class_loss(
-        "mean_absolute_error",
-        input,
-        target,
-        lambda log_p: comp_sum_phi(log_p, 2.0),
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-    )
+    return class_loss("mean_absolute_error", input, target, phi=lambda log_p: comp_sum_phi(log_p, 2.0),
+                      prob_target=True, **options)
 
 
+@register_method(kind="analysis", family="softmax", paper="mao2023crossentropy")
 def comp_sum_minimizer(posterior: Tensor, tau: float) -> Tensor:
     r"""The probabilities p* that minimise the conditional risk Σ_y η_y ℓ^τ(p, y) over the simplex.
 
@@ -259,23 +156,24 @@ def comp_sum_bayes_risk(posterior: Tensor, tau: float) -> Tensor:
     return comp_sum_conditional_risk(comp_sum_minimizer(posterior, tau), posterior, tau)
 
 
-class CompSumLoss(ClassLossModule, loss="comp_sum"):
+class CrossEntropyLoss(LossModule, loss="cross_entropy"):
+    """Module form of :func:`lossbook.functional.cross_entropy` (``weight`` may be positional, as in torch)."""
+
+    def __init__(self, weight: Tensor | None = None, **options) -> None:
+        super().__init__(weight=weight, **options)
+
+
+class CompSumLoss(LossModule, loss="comp_sum"):
     """Module form of :func:`lossbook.functional.comp_sum_loss`."""
 
-    def __init__(self, tau: float = 1.0, **options) -> None:
-        super().__init__(tau=tau, **options)
 
-
-class SumExponentialLoss(ClassLossModule, loss="sum_exponential"):
+class SumExponentialLoss(LossModule, loss="sum_exponential"):
     """Module form of :func:`lossbook.functional.sum_exponential_loss`."""
 
 
-class GeneralizedCrossEntropyLoss(ClassLossModule, loss="generalized_cross_entropy"):
+class GeneralizedCrossEntropyLoss(LossModule, loss="generalized_cross_entropy"):
     """Module form of :func:`lossbook.functional.generalized_cross_entropy`."""
 
-    def __init__(self, q: float = 0.7, **options) -> None:
-        super().__init__(q=q, **options)
 
-
-class MeanAbsoluteErrorLoss(ClassLossModule, loss="mean_absolute_error"):
+class MeanAbsoluteErrorLoss(LossModule, loss="mean_absolute_error"):
     """Module form of :func:`lossbook.functional.mean_absolute_error`."""

@@ -9,9 +9,12 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-__all__ = ["margin_profile", "excess_risks", "comp_sum_calibration", "comp_sum_bound", "consistency_trajectory"]
+from ..registry import register_method
+
+__all__ = ["margin_profile", "excess_risks", "comp_sum_calibration", "comp_sum_bound"]
 
 
+@register_method(kind="analysis", family="softmax")
 def margin_profile(loss_fn: Callable[[Tensor, Tensor], Tensor], margins, *, num_classes: int = 10,
                    **kwargs) -> pd.DataFrame:
     r"""Loss and its derivative along the true-class margin m = z_y − max_{k≠y} z_k.
@@ -30,6 +33,7 @@ def margin_profile(loss_fn: Callable[[Tensor, Tensor], Tensor], margins, *, num_
     return pd.DataFrame({"margin": m.detach().numpy(), "loss": loss.detach().numpy(), "grad": grad.numpy()})
 
 
+@register_method(kind="analysis", family="softmax", paper="mao2023crossentropy")
 def excess_risks(logits: Tensor, posterior: Tensor, tau: float) -> dict[str, float]:
     r"""Excess comp-sum and zero-one risks of scores ``logits`` when the true posterior is known.
 
@@ -54,6 +58,7 @@ def _power_mean_term(t: np.ndarray, tau: float) -> np.ndarray:
     return (((1.0 + t) ** a + (1.0 - t) ** a) / 2.0) ** (2.0 - tau)
 
 
+@register_method(kind="analysis", family="softmax", paper="mao2023crossentropy")
 def comp_sum_calibration(t, tau: float, num_classes: int) -> np.ndarray:
     r"""T_τ(t): the least excess comp-sum risk that an excess zero-one risk t ∈ [0, 1] can cost.
 
@@ -85,6 +90,7 @@ def comp_sum_calibration(t, tau: float, num_classes: int) -> np.ndarray:
     return t / ((tau - 1.0) * n ** (tau - 1.0))
 
 
+@register_method(kind="analysis", family="softmax", paper="mao2023crossentropy")
 def comp_sum_bound(excess_surrogate, tau: float, num_classes: int) -> np.ndarray:
     r"""Γ_τ(ε) = T_τ^{-1}(ε): the bound on the excess zero-one risk implied by an excess comp-sum
     risk ε when minimisability gaps vanish (capped at 1). T_τ is increasing, so it is inverted by
@@ -96,33 +102,3 @@ def comp_sum_bound(excess_surrogate, tau: float, num_classes: int) -> np.ndarray
         below = comp_sum_calibration(mid, tau, num_classes) < eps
         lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
     return np.where(eps >= comp_sum_calibration(1.0, tau, num_classes), 1.0, hi)
-
-
-def consistency_trajectory(mixture, tau: float, *, seed: int, n_train: int, n_eval: int = 20_000, epochs: int = 20,
-                           batch_size: int = 64, lr: float = 0.01, device="cpu") -> list[dict]:
-    r"""Train a linear model with ℓ^τ on a :class:`lossbook.data.GaussianMixture` and record, after
-    every epoch, the excess surrogate and zero-one risks (on ``n_eval`` fresh points, using the
-    known posterior) and the H-consistency bound Γ_τ(excess surrogate).
-
-    The Bayes scores of such a mixture are affine, and so is the log of every comp-sum minimiser
-    (see :func:`lossbook.softmax.comp_sum_minimizer`): a linear model has zero minimisability
-    gaps, so Theorem 3.1 of Mao et al. (2023) reads  excess 0-1 ≤ Γ_τ(excess surrogate).
-    """
-    from ..train import fit, predict_logits, set_seed
-    from .comp_sum import comp_sum_loss
-
-    x, y = mixture.sample(n_train, seed=seed)
-    x_eval, _ = mixture.sample(n_eval, seed=10_000 + seed)
-    eta = mixture.posterior(x_eval)
-    set_seed(seed)
-    model = torch.nn.Linear(mixture.dim, mixture.num_classes)
-
-    def evaluate(m) -> dict:
-        r = excess_risks(predict_logits(m, x_eval), eta, tau)
-        r["bound"] = float(comp_sum_bound(r["excess_surrogate"], tau, mixture.num_classes))
-        return r
-
-    history = fit(model, lambda z, t: comp_sum_loss(z, t, tau=tau), x, y, epochs=epochs, batch_size=batch_size,
-                  lr=lr, momentum=0.0, seed=seed, device=device, evaluate=evaluate, progress=False)
-    return [{k: row[k] for k in ("epoch", "step", "excess_surrogate", "excess_zero_one", "bound")}
-            for row in history.records]

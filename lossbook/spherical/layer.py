@@ -43,8 +43,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_index_range, check_number
-from ..registry import loss_info
+from .._validation import check_index_range, check_labels, check_number, describe
+from ..registry import loss_info, register_method
 from .stats import STATS_LOSSES, STATS_PARTIALS
 
 __all__ = ["FactoredSphericalLayer"]
@@ -84,6 +84,7 @@ class _FactoredLossFunction(torch.autograd.Function):
         return grad_h, None, None, None, None, None
 
 
+@register_method(kind="layer", family="spherical", paper="vincent2015efficient")
 class FactoredSphericalLayer(nn.Module):
     """A linear output layer ``in_features → num_classes`` trained with a spherical loss in
     O(d²) per example, exactly (see the module docstring).
@@ -116,9 +117,7 @@ class FactoredSphericalLayer(nn.Module):
             raise ValueError(f"{name}: reduction must be 'mean' or 'sum'; got {reduction!r}.")
         self.loss_name, self.loss_kwargs = loss, dict(loss_kwargs or {})
         self._partials = STATS_PARTIALS[loss]
-        check = getattr(loss_info(loss).function, "check_hyperparameters", None)
-        if check is not None:
-            check(**_dense_kwargs(loss, self.loss_kwargs))
+        loss_info(loss).check_hyperparameters(**_dense_kwargs(loss, self.loss_kwargs))
         self.in_features, self.num_classes, self.bias = in_features, num_classes, bias
         self.reduction, self.stabilize_every = reduction, int(stabilize_every)
         d = in_features + int(bias)
@@ -202,16 +201,16 @@ class FactoredSphericalLayer(nn.Module):
     # ------------------------------------------------------------------ forward / backward
     def _check_inputs(self, h: Tensor, target: Tensor) -> None:
         name = "FactoredSphericalLayer"
-        if not isinstance(h, Tensor) or not h.is_floating_point() or h.dim() != 2 or h.shape[1] != self.in_features:
-            got = f"{h.dtype} of shape {tuple(h.shape)}" if isinstance(h, Tensor) else type(h).__name__
+        if not isinstance(h, Tensor) or not h.is_floating_point():
+            raise TypeError(f"{name}: hidden states must be a floating tensor of shape (m, {self.in_features}); "
+                            f"got {describe(h)}.")
+        if h.dim() != 2 or h.shape[1] != self.in_features:
             raise ValueError(f"{name}: hidden states must be a floating tensor of shape (m, {self.in_features}); "
-                             f"got {got}.")
+                             f"got {describe(h)}.")
         if h.device != self.V.device:
             raise ValueError(f"{name}: hidden states are on {h.device} but the layer is on {self.V.device}; "
                              f"use layer.to({str(h.device)!r}) or h.to({str(self.V.device)!r}).")
-        if not isinstance(target, Tensor) or target.dtype != torch.int64 or target.shape != (h.shape[0],):
-            got = f"{target.dtype} of shape {tuple(target.shape)}" if isinstance(target, Tensor) else type(target)
-            raise ValueError(f"{name}: target must be int64 class indices of shape ({h.shape[0]},); got {got}.")
+        check_labels(name, target, h.shape[0], "target")
         check_index_range(name, target, self.num_classes, None)
         if not bool(torch.isfinite(h).all()):
             raise ValueError(f"{name}: hidden states contain NaN or inf; check the network below the layer.")

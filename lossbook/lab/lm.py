@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .spherical.layer import FactoredSphericalLayer
+from ..spherical.layer import FactoredSphericalLayer
 from .train import get_device, progress_enabled, set_seed
 
 __all__ = ["NgramEncoder", "LMConfig", "train_ngram_lm", "topk_accuracy_curve"]

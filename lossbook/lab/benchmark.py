@@ -4,7 +4,7 @@ A *step factory* returns a zero-argument function that runs one full training st
 backward, update) of an output layer; :func:`time_step` times it, :func:`peak_memory_mb` measures
 its memory. Ratios are always measured side by side in one process, never against stored numbers.
 
-    from lossbook.benchmark import output_layer_step, time_step
+    from lossbook.lab.benchmark import output_layer_step, time_step
     ms = 1e3 * time_step(output_layer_step("factored", D=100_000, d=128, m=128))
 """
 
@@ -39,7 +39,7 @@ def output_layer_step(method: str, D: int, d: int, m: int, device="cpu", *, lr: 
                       seed: int = 0) -> Callable[[], None]:
     """A zero-argument function doing one training step of an output layer with D classes, hidden
     size d and a batch of m random hidden states (the network below is left out)."""
-    from .spherical import FactoredSphericalLayer, z_loss
+    from ..spherical import FactoredSphericalLayer, z_loss
 
     if method not in OUTPUT_LAYER_METHODS:
         raise ValueError(f"output_layer_step: method must be one of {OUTPUT_LAYER_METHODS}; got {method!r}.")
@@ -148,7 +148,7 @@ def vm_hwm_kb() -> int:
 def peak_memory_mb(factory: str, *args, device="cpu", **kwargs) -> float:
     """Peak memory of two steps of ``factory(*args, device=device, **kwargs)``, in MiB.
 
-    ``factory`` is a "module:function" path (e.g. ``"lossbook.benchmark:output_layer_step"``) so
+    ``factory`` is a "module:function" path (e.g. ``"lossbook.lab.benchmark:output_layer_step"``) so
     that on CPU the steps can run in a fresh process: the number is that process's peak resident
     memory minus that of a process that only imported the module. On CUDA it is
     ``torch.cuda.max_memory_allocated`` in this process.
@@ -164,9 +164,9 @@ def peak_memory_mb(factory: str, *args, device="cpu", **kwargs) -> float:
         step()
         sync(device)
         return torch.cuda.max_memory_allocated() / 2**20
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     prelude = (f"import sys; sys.path.insert(0, {root!r}); import torch; torch.set_num_threads(1); "
-               f"import {module} as _m; from lossbook.benchmark import vm_hwm_kb;")
+               f"import {module} as _m; from lossbook.lab.benchmark import vm_hwm_kb;")
     code = prelude + f"s = _m.{name}(*{args!r}, device={str(device)!r}, **{kwargs!r}); s(); s(); print(vm_hwm_kb())"
 
     def run(c: str) -> int:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._validation import _dtype, _shape
+from .._validation import format_dtype, format_shape
 
 __all__ = [
     "python_stdlib_tokens",
@@ -225,7 +225,7 @@ class Vocabulary:
         if counts.shape != (len(itos),) or (counts < 0).any():
             raise ValueError(
                 f"Vocabulary: counts must be {len(itos)} non-negative integers, one per token; got shape "
-                f"{_shape(counts)}."
+                f"{format_shape(counts)}."
             )
         self._itos = itos
         self._stoi = {t: i for i, t in enumerate(itos)}
@@ -285,10 +285,10 @@ class Vocabulary:
         """The tokens of 1-D integer ``ids`` (a tensor or a sequence of ints)."""
         if isinstance(ids, Tensor):
             if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-                raise TypeError(f"Vocabulary.decode: ids must be integers; got {_dtype(ids)}. Use ids.long().")
+                raise TypeError(f"Vocabulary.decode: ids must be integers; got {format_dtype(ids)}. Use ids.long().")
             if ids.dim() != 1:
                 raise ValueError(
-                    f"Vocabulary.decode: ids must be 1-D; got shape {_shape(ids)}. Use ids.reshape(-1), "
+                    f"Vocabulary.decode: ids must be 1-D; got shape {format_shape(ids)}. Use ids.reshape(-1), "
                     "or decode each row."
                 )
             ids = ids.tolist()
@@ -316,9 +316,9 @@ def _check_ids(name: str, ids) -> None:
             "Wrap it with torch.as_tensor(ids, dtype=torch.long)."
         )
     if ids.dtype != torch.int64:
-        raise TypeError(f"{name}: ids must be int64; got {_dtype(ids)}. Use ids.long().")
+        raise TypeError(f"{name}: ids must be int64; got {format_dtype(ids)}. Use ids.long().")
     if ids.dim() != 1:
-        raise ValueError(f"{name}: ids must be 1-D (one token stream); got shape {_shape(ids)}. Use ids.reshape(-1).")
+        raise ValueError(f"{name}: ids must be 1-D (one token stream); got shape {format_shape(ids)}. Use ids.reshape(-1).")
 
 
 def ngram_dataset(ids: Tensor, context: int) -> tuple[Tensor, Tensor]:
@@ -461,7 +461,7 @@ class ZipfMarkovChain:
         if not isinstance(ids, Tensor):
             ids = torch.as_tensor(ids)
         if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-            raise TypeError(f"ZipfMarkovChain.{name}: token ids must be integers; got {_dtype(ids)}. Use ids.long().")
+            raise TypeError(f"ZipfMarkovChain.{name}: token ids must be integers; got {format_dtype(ids)}. Use ids.long().")
         ids = ids.long().cpu()
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.vocab_size):
             raise ValueError(f"ZipfMarkovChain.{name}: token ids must lie in [0, {self.vocab_size}).")

@@ -2,13 +2,14 @@
 
 Chapters are the notebooks ``notebooks/NN_*.ipynb``; the report card (``notebooks/report_card.ipynb``)
 runs after them and reads the claims that each chapter published (see
-:func:`lossbook.experiments.claims_table`).
+:func:`lossbook.lab.experiments.claims_table`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = ["SCALES", "repo_root", "chapters", "resolve_chapters", "run_chapter",
            "collect_claims", "claims_html", "clean_metadata"]
 
 SCALES = ("smoke", "book", "paper")
+_CHAPTER = re.compile(r"^[0-9][0-9]_.*\.ipynb$")
 REPORT_CARD = "report_card.ipynb"
 
 
@@ -30,7 +32,7 @@ def repo_root(start: Path | None = None) -> Path:
     for p in (here, *here.parents):
         if (p / "_toc.yml").exists() and (p / "notebooks").is_dir():
             return p
-    pkg = Path(__file__).resolve().parent.parent
+    pkg = Path(__file__).resolve().parents[2]
     if (pkg / "_toc.yml").exists():
         return pkg
     raise FileNotFoundError(
@@ -97,16 +99,34 @@ def run_chapter(src: Path, dst: Path, *, scale: str = "smoke", seed: int = 0, de
                 extra: dict | None = None, timeout: int = 600) -> RunResult:
     """Execute one chapter with papermill into ``dst`` and return how long it took.
 
-    The kernel runs in ``dst``'s folder, so the report card (whose ``chapters_dir`` defaults to
-    ``"."``) reads the chapters executed beside it.
+    Nothing is dropped silently. A chapter (``NN_*.ipynb``) must declare ``scale``, ``seed`` and
+    ``device`` in its parameters cell; another notebook (the report card) gets those of them it
+    declares. Each parameter in ``extra`` must be declared by the notebook. Otherwise ValueError,
+    naming the declared parameters (papermill would inject a variable that the notebook never
+    reads, and the run would quietly use the notebook's defaults). The kernel runs in ``dst``'s folder,
+    so the report card (whose ``chapters_dir`` defaults to ``"."``) reads the chapters executed
+    beside it.
     """
     import papermill as pm
 
     if scale not in SCALES:
         raise ValueError(f"lossbook run: scale must be one of {SCALES}; got {scale!r}.")
+    standard = {"scale": scale, "seed": seed, "device": device}
+    extra = dict(extra or {})
+    repeated = sorted(set(extra) & set(standard))
+    if repeated:
+        raise ValueError(f"lossbook run: pass {', '.join(repeated)} as keyword argument(s) of run_chapter, "
+                         "not in extra.")
     declared = pm.inspect_notebook(str(src))
-    params = {"scale": scale, "seed": seed, "device": device, **(extra or {})}
-    params = {k: v for k, v in params.items() if k in declared}
+    required = set(extra) | (set(standard) if _CHAPTER.match(Path(src).name) else set())
+    undeclared = sorted(required - set(declared))
+    if undeclared:
+        raise ValueError(
+            f"lossbook run: chapter {Path(src).stem} does not declare the parameter(s) {undeclared}; its "
+            f"parameters cell declares {sorted(declared)}. Check the spelling, or add the parameter to "
+            "the cell tagged 'parameters'."
+        )
+    params = {**{k: v for k, v in standard.items() if k in declared}, **extra}
     os.environ.setdefault("LOSSBOOK_PROGRESS", "0")
     dst.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

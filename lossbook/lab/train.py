@@ -168,7 +168,7 @@ def fit(
 
 def classifier_metrics(model: nn.Module, x: Tensor, y: Tensor, *, prefix: str = "", n_bins: int = 15) -> dict:
     """Accuracy, NLL and ECE of a classifier's softmax on ``(x, y)``."""
-    from . import metrics
+    from .. import metrics
 
     logits = predict_logits(model, x).double().cpu()
     probs = torch.softmax(logits, dim=1)
@@ -196,7 +196,7 @@ def train_classifier(
     y_train: Tensor | None = None,
     progress: bool | None = None,
 ) -> tuple[nn.Module, dict]:
-    """Train an MLP on ``splits`` (a :class:`lossbook.data.Splits`) and measure it on the test split.
+    """Train an MLP on ``splits`` (a :class:`lossbook.lab.data.Splits`) and measure it on the test split.
 
     ``y_train`` replaces the training labels (e.g. noisy ones); the test labels stay clean.
     Returns the model and ``{"test_accuracy", "test_nll", "test_ece", "train_loss"}``.

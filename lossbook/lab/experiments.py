@@ -248,7 +248,7 @@ def claims_table(rows: list[dict], *, chapter: str):
     """Show a chapter's claims table and publish it for the report card.
 
     Returns an object that Jupyter displays as an HTML table; the output's metadata also carries
-    the rows as JSON under :data:`CLAIMS_KEY`, which :func:`lossbook.book.collect_claims` reads
+    the rows as JSON under :data:`CLAIMS_KEY`, which :func:`lossbook.lab.book.collect_claims` reads
     back from executed notebooks.
     """
     df = pd.DataFrame(rows, columns=["paper", "claim", "setting", "measured", "verdict", "rule"])

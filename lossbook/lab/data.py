@@ -13,7 +13,7 @@
 * :func:`latent_factor_interactions` — a synthetic recommender: users and items with latent
   factors and a Zipfian item popularity, split into train and test interactions.
 
-Language-model data (stdlib tokens, vocabulary, n-grams, a Zipf Markov chain) is in :mod:`lossbook.corpus`.
+Language-model data (stdlib tokens, vocabulary, n-grams, a Zipf Markov chain) is in :mod:`lossbook.lab.corpus`.
 """
 
 from __future__ import annotations

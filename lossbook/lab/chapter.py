@@ -1,0 +1,148 @@
+"""What every chapter does first: its scale presets, seeds, device and the book's plotting style.
+
+A chapter's parameters cell sets ``scale``, ``seed`` and ``device``; its next cell calls::
+
+    from lossbook.lab.chapter import setup
+    cfg, seeds, dev = setup("01_cross_entropy", scale=scale, seed=seed, device=device)
+
+which applies the book's plot style, runs torch on one CPU thread (the chapters' models are small:
+one thread is faster, and runs are bit-reproducible), picks the chapter's preset for ``scale``
+from :data:`PRESETS`, and prints one line saying what this run will do.
+
+The presets are the chapters' knobs: ``"smoke"`` takes seconds (tests, CI), ``"book"`` is what the
+rendered book shows, ``"paper"`` is the larger run meant for a GPU. Every preset has ``n_seeds``;
+the experiments use seeds ``seed, seed + 1, …, seed + n_seeds − 1``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+from . import plot
+from .book import SCALES
+from .train import get_device
+
+__all__ = ["PRESETS", "ChapterPresets", "ChapterSetup", "setup"]
+
+
+@dataclass(frozen=True)
+class ChapterPresets:
+    """One chapter's configuration at each scale, and the line that :func:`setup` prints.
+
+    ``summary`` is a :meth:`str.format` template filled with the preset's entries and ``scale``,
+    ``n_seeds`` (the number of seeds run) and ``device``.
+    """
+
+    scales: dict[str, dict[str, Any]]
+    summary: str = "scale={scale}: {n_seeds} seeds, device={device}"
+
+
+class ChapterSetup(NamedTuple):
+    """What :func:`setup` returns: the preset for the scale, the seeds to run, the torch device."""
+
+    cfg: dict[str, Any]
+    seeds: list[int]
+    device: torch.device
+
+
+PRESETS: dict[str, ChapterPresets] = {
+    "01_cross_entropy": ChapterPresets(
+        scales={
+            "smoke": {"n_seeds": 2, "taus": [0.0, 1.0, 2.0], "smoothing": [0.0, 0.1],
+                      "gmm_train": 1000, "gmm_eval": 4000, "gmm_epochs": 4, "digits_epochs": 4},
+            "book": {"n_seeds": 5, "taus": [0.0, 0.5, 1.0, 1.5, 2.0], "smoothing": [0.0, 0.05, 0.1, 0.2],
+                     "gmm_train": 4000, "gmm_eval": 20000, "gmm_epochs": 20, "digits_epochs": 30},
+            "paper": {"n_seeds": 10, "taus": [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0],
+                      "smoothing": [0.0, 0.05, 0.1, 0.2, 0.3],
+                      "gmm_train": 20000, "gmm_eval": 100000, "gmm_epochs": 40, "digits_epochs": 60},
+        },
+        summary="scale={scale}: {n_seeds} seeds, taus={taus}, device={device}",
+    ),
+    "02_spherical_z_loss": ChapterPresets(
+        scales={
+            "smoke": {"n_seeds": 2, "speed_D": [1_000, 10_000], "max_files": 12, "vocab": 2_000, "epochs": 1,
+                      "z_grid": ((1.0,), (0.0, 3.0))},
+            "book": {"n_seeds": 3, "speed_D": [1_000, 10_000, 100_000, 300_000], "max_files": 200, "vocab": None,
+                     "epochs": 1, "z_grid": ((0.5, 1.0, 2.0), (0.0, 3.0, 6.0))},
+            "paper": {"n_seeds": 5, "speed_D": [1_000, 10_000, 100_000, 1_000_000], "max_files": None,
+                      "vocab": None, "epochs": 3, "z_grid": ((0.5, 1.0, 2.0), (0.0, 3.0, 6.0))},
+        },
+    ),
+    "03_sampled_softmax": ChapterPresets(
+        scales={
+            "smoke": {"n_seeds": 2, "bias_D": 2_000, "bias_S": [10, 100, 1_000], "bias_R": 20,
+                      "pfc_ids": 600, "pfc_per_id": 6, "pfc_epochs": 2, "pfc_batch": 32, "pfc_rates": [1.0, 0.1],
+                      "pfc_heldout": (100, 6), "speed_C": 20_000, "rec_size": (300, 500), "rec_epochs": 10,
+                      "rec_negatives": [1, 16], "rec_fn": (16, [0.01])},
+            "book": {"n_seeds": 3, "bias_D": 20_000, "bias_S": [10, 30, 100, 300, 1_000, 3_000, 10_000],
+                     "bias_R": 100, "pfc_ids": 3_000, "pfc_per_id": 8, "pfc_epochs": 8, "pfc_batch": 64,
+                     "pfc_rates": [1.0, 0.5, 0.2, 0.1, 0.05], "pfc_heldout": (300, 8), "speed_C": 200_000,
+                     "rec_size": (1_000, 2_000), "rec_epochs": 20, "rec_negatives": [1, 4, 16, 64, 256],
+                     "rec_fn": (64, [0.003, 0.01])},
+            "paper": {"n_seeds": 5, "bias_D": 100_000, "bias_S": [10, 100, 1_000, 10_000, 50_000], "bias_R": 200,
+                      "pfc_ids": 20_000, "pfc_per_id": 10, "pfc_epochs": 10, "pfc_batch": 128,
+                      "pfc_rates": [1.0, 0.5, 0.2, 0.1, 0.05], "pfc_heldout": (1_000, 8), "speed_C": 1_000_000,
+                      "rec_size": (10_000, 20_000), "rec_epochs": 30, "rec_negatives": [1, 4, 16, 64, 256, 1_024],
+                      "rec_fn": (256, [0.003, 0.01, 0.03])},
+        },
+    ),
+    "04_margin_losses": ChapterPresets(
+        scales={
+            "smoke": {"n_seeds": 2, "ids": 150, "per_id": 8, "heldout": (60, 6), "epochs": 3, "batch": 64,
+                      "widget_steps": 60},
+            "book": {"n_seeds": 4, "ids": 1_000, "per_id": 10, "heldout": (300, 8), "epochs": 12, "batch": 128,
+                     "widget_steps": 300},
+            "paper": {"n_seeds": 5, "ids": 5_000, "per_id": 20, "heldout": (1_000, 10), "epochs": 20, "batch": 256,
+                      "widget_steps": 400},
+        },
+        summary="scale={scale}: {n_seeds} seeds, {ids:,} training identities × {per_id}, {epochs} epochs, "
+                "device={device}",
+    ),
+    "05_label_noise": ChapterPresets(
+        scales={
+            "smoke": {"n_seeds": 2, "epochs": 8, "sym": [0.0, 0.4, 0.8], "asym": [0.4], "detect_rate": 0.4,
+                      "detect_every": 4, "sd_rates": [0.5], "xis": [0.0, 1.0, 2.0], "outliers": [0.1, 0.3]},
+            "book": {"n_seeds": 8, "epochs": 60, "sym": [0.0, 0.2, 0.4, 0.6, 0.8], "asym": [0.2, 0.4],
+                     "detect_rate": 0.4, "detect_every": 5, "sd_rates": [0.3, 0.5], "xis": [0.0, 0.5, 1.0, 1.5, 2.0],
+                     "outliers": [0.1, 0.2, 0.3]},
+            "paper": {"n_seeds": 10, "epochs": 120, "sym": [0.0, 0.2, 0.4, 0.6, 0.8], "asym": [0.1, 0.2, 0.3, 0.4],
+                      "detect_rate": 0.4, "detect_every": 10, "sd_rates": [0.3, 0.5],
+                      "xis": [0.0, 0.5, 1.0, 1.5, 2.0, 3.0], "outliers": [0.05, 0.1, 0.2, 0.3, 0.4]},
+        },
+        summary="scale={scale}: {n_seeds} seeds, {epochs} epochs, symmetric noise {sym}, class-pair noise {asym}, "
+                "device={device}",
+    ),
+}
+
+
+def setup(chapter: str, *, scale: str, seed: int, device: str | torch.device = "auto", note: str | None = None,
+          verbose: bool = True) -> ChapterSetup:
+    """Prepare a chapter's run; returns ``(cfg, seeds, device)`` as a :class:`ChapterSetup`.
+
+    ``chapter`` is the notebook's name without ``.ipynb`` (a key of :data:`PRESETS`), ``scale`` one
+    of ``"smoke"``, ``"book"``, ``"paper"``, ``seed`` the first seed and ``device`` as in
+    :func:`lossbook.lab.train.get_device`. Applies the book's plot style, sets torch to one thread,
+    and (``verbose``) prints the preset's summary line, followed by ``"; " + note`` when given.
+    ``cfg`` is a copy: a chapter may change it without touching :data:`PRESETS`.
+    """
+    if chapter not in PRESETS:
+        raise ValueError(f"setup: no presets for chapter {chapter!r}; known chapters: {sorted(PRESETS)}. "
+                         "Add the chapter's presets to lossbook.lab.chapter.PRESETS.")
+    if scale not in SCALES:
+        raise ValueError(f"setup: scale must be one of {SCALES}; got {scale!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"setup: seed must be an int; got {type(seed).__name__} {seed!r}.")
+    presets = PRESETS[chapter]
+    cfg = copy.deepcopy(presets.scales[scale])
+    seeds = list(range(seed, seed + cfg["n_seeds"]))
+    dev = get_device(device)
+    plot.use_style()
+    torch.set_num_threads(1)
+    if verbose:
+        line = presets.summary.format_map({**cfg, "scale": scale, "n_seeds": len(seeds), "device": dev})
+        print(line if note is None else f"{line}; {note}")
+    return ChapterSetup(cfg, seeds, dev)

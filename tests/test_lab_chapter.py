@@ -1,0 +1,127 @@
+"""lossbook.lab.chapter: the one call at the top of every chapter (presets, seeds, device, style)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+
+from lossbook.lab import chapter, data
+from lossbook.lab.book import SCALES
+from lossbook.lab.chapter import PRESETS, ChapterSetup, setup
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+CHAPTERS = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state():
+    """setup() sets torch's thread count and matplotlib's style: put both back after each test."""
+    threads = torch.get_num_threads()
+    with plt.rc_context():
+        yield
+    torch.set_num_threads(threads)
+
+
+def test_every_chapter_has_presets_and_every_preset_a_chapter():
+    assert CHAPTERS and sorted(PRESETS) == CHAPTERS
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_cover_every_scale_with_the_same_knobs(name):
+    scales = PRESETS[name].scales
+    assert tuple(scales) == SCALES
+    keys = {s: set(cfg) for s, cfg in scales.items()}
+    assert keys["smoke"] == keys["book"] == keys["paper"], keys
+    n = [scales[s]["n_seeds"] for s in SCALES]
+    assert all(isinstance(k, int) and k >= 2 for k in n) and n == sorted(n), n
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("scale", SCALES)
+def test_setup_returns_the_preset_the_seeds_and_the_device(name, scale, capsys):
+    out = setup(name, scale=scale, seed=7, device="cpu")
+    assert isinstance(out, ChapterSetup)
+    cfg, seeds, dev = out
+    assert cfg == PRESETS[name].scales[scale]
+    assert seeds == list(range(7, 7 + cfg["n_seeds"]))
+    assert dev == torch.device("cpu")
+    assert torch.get_num_threads() == 1
+    line = capsys.readouterr().out
+    assert line.startswith(f"scale={scale}: {len(seeds)} seeds, ") and line.endswith("device=cpu\n")
+
+
+def test_setup_prints_each_chapters_line():
+    """The exact lines the chapters printed before their setup moved here (their stored outputs)."""
+    expected = {
+        "01_cross_entropy": "scale=book: 5 seeds, taus=[0.0, 0.5, 1.0, 1.5, 2.0], device=cpu",
+        "02_spherical_z_loss": "scale=book: 3 seeds, device=cpu",
+        "03_sampled_softmax": "scale=book: 3 seeds, device=cpu",
+        "04_margin_losses": "scale=book: 4 seeds, 1,000 training identities × 10, 12 epochs, device=cpu",
+        "05_label_noise": "scale=book: 8 seeds, 60 epochs, symmetric noise [0.0, 0.2, 0.4, 0.6, 0.8], "
+                          "class-pair noise [0.2, 0.4], device=cpu",
+    }
+    assert set(expected) == set(PRESETS)
+    for name, line in expected.items():
+        preset = PRESETS[name]
+        cfg = preset.scales["book"]
+        got = preset.summary.format_map({**cfg, "scale": "book", "n_seeds": cfg["n_seeds"], "device": "cpu"})
+        assert got == line, name
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_the_committed_setup_output_is_what_setup_prints(name, capsys):
+    """The chapters' stored outputs (book scale, ~45 min to recompute) stay true to the code."""
+    nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if c["cell_type"] == "code" and "setup(" in "".join(c["source"]))
+    stored = "".join("".join(o.get("text", "")) for o in cell["outputs"] if o.get("name") == "stdout")
+    if not stored:
+        pytest.skip("the committed notebook has no stored output")
+    scale = re.match(r"scale=(\w+):", stored).group(1)
+    device = re.search(r"device=([\w:]+)", stored).group(1)
+    note = None
+    if "; digits " in stored:
+        note = f"digits {data.load_digits().sizes()}"
+    setup(name, scale=scale, seed=0, device=torch.device(device), note=note)
+    assert capsys.readouterr().out == stored
+
+
+def test_note_and_quiet(capsys):
+    setup("02_spherical_z_loss", scale="smoke", seed=0, device="cpu", note="extra")
+    assert capsys.readouterr().out == "scale=smoke: 2 seeds, device=cpu; extra\n"
+    setup("02_spherical_z_loss", scale="smoke", seed=0, device="cpu", verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_cfg_is_a_copy():
+    cfg, _, _ = setup("01_cross_entropy", scale="smoke", seed=0, device="cpu", verbose=False)
+    cfg["taus"].append(99.0)
+    cfg["n_seeds"] = 0
+    assert 99.0 not in PRESETS["01_cross_entropy"].scales["smoke"]["taus"]
+    assert PRESETS["01_cross_entropy"].scales["smoke"]["n_seeds"] == 2
+
+
+def test_setup_applies_the_book_style(monkeypatch):
+    calls = []
+    monkeypatch.setattr(chapter.plot, "use_style", lambda: calls.append(True))
+    setup("01_cross_entropy", scale="smoke", seed=0, device="cpu", verbose=False)
+    assert calls == [True]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"chapter": "99_nothing", "scale": "smoke", "seed": 0}, ValueError, r"no presets for chapter '99_nothing'"),
+        ({"chapter": "01_cross_entropy", "scale": "huge", "seed": 0}, ValueError, r"scale must be one of"),
+        ({"chapter": "01_cross_entropy", "scale": "smoke", "seed": 1.5}, TypeError, r"seed must be an int"),
+        ({"chapter": "01_cross_entropy", "scale": "smoke", "seed": True}, TypeError, r"seed must be an int"),
+    ],
+)
+def test_setup_errors_say_what_to_do(kwargs, error, match):
+    name = kwargs.pop("chapter")
+    with pytest.raises(error, match=match):
+        setup(name, device="cpu", **kwargs)
