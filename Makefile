@@ -7,7 +7,7 @@ TORCH_CONSTRAINTS ?= constraints-cpu.txt
 PIP_CONSTRAINTS := $(if $(TORCH_CONSTRAINTS),-c $(TORCH_CONSTRAINTS),)
 JOBS ?= 2
 
-.PHONY: setup test test-lib test-notebooks test-golden test-golden-forced book notebooks golden clean
+.PHONY: setup test test-forced test-lib test-notebooks test-golden test-golden-forced book notebooks golden clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ test-golden: setup
 
 test-golden-forced: setup
 	$(FORCED_DISPATCH) $(PYTEST) $(NBVAL) tests/golden; $(NO_TESTS_FAILS)
+
+# The whole test command with the dispatch forced down (CI runs it after `make test`).
+test-forced: setup
+	$(FORCED_DISPATCH) $(PYTEST) $(NBVAL) tests; $(NO_TESTS_FAILS)
 
 # The HTML book from the committed notebooks (no execution), warnings as errors.
 book: setup
