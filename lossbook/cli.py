@@ -71,7 +71,8 @@ def _claims(args) -> int:
     folder = Path(args.dir) if args.dir else book.repo_root() / "notebooks"
     df = book.collect_claims(folder)
     with pd.option_context("display.max_colwidth", 80, "display.width", 250):
-        print(df[["chapter", "paper", "verdict", "measured"]].to_string(index=False) if len(df) else "no claims found")
+        columns = ["chapter", "paper", "verdict", *(["stability"] if "stability" in df else []), "measured"]
+        print(df[columns].to_string(index=False) if len(df) else "no claims found")
     return 0
 
 

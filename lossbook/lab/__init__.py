@@ -4,7 +4,8 @@
 * :mod:`.data`         synthetic and small real data sets, label noise
 * :mod:`.corpus`       language-model data (stdlib tokens, vocabulary, n-grams, a Zipf Markov chain)
 * :mod:`.train`        seeding, devices, a small MLP, the training loop ``fit``
-* :mod:`.experiments`  grids over seeds, summaries, claims and computed verdicts
+* :mod:`.experiments`  grids over seeds, summaries, claims and computed verdicts (the claims protocol)
+* :mod:`.selection`    choosing settings on validation data only, extending grids past their edges
 * :mod:`.consistency`  chapter 1's H-consistency experiment
 * :mod:`.lm`           chapter 2's n-gram language model
 * :mod:`.distill`      training a student by self-distillation (chapter 5)

@@ -8,6 +8,7 @@ runs after them and reads the claims that each chapter published (see
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -16,7 +17,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiments import CLAIMS_KEY
+from .experiments import (
+    BASIC_COLUMNS,
+    CLAIMS_KEY,
+    INCONCLUSIVE,
+    NOT_SUPPORTED,
+    PREMISE_ABSENT,
+    SUPPORTED,
+    claim_columns,
+)
 
 __all__ = ["SCALES", "repo_root", "chapters", "resolve_chapters", "run_chapter", "ChapterError",
            "collect_claims", "claims_html", "clean_metadata"]
@@ -143,7 +152,12 @@ def run_chapter(src: Path, dst: Path, *, scale: str = "smoke", seed: int = 0, de
 
 
 def collect_claims(folder: Path | str) -> pd.DataFrame:
-    """Every claims table published by the executed chapters in ``folder``, one row per claim."""
+    """Every claims table published by the executed chapters in ``folder``, one row per claim.
+
+    The columns are ``chapter`` and the basic claims columns (``paper, claim, setting, measured,
+    verdict, rule``); the claims protocol's columns (``reading``, ``paper_setting``, ``premise``,
+    ``control``, ``stability``, ``discussion``) join them, in that protocol's order, when some row
+    has them (an empty string for a row without)."""
     rows = []
     for path in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")):
         nb = json.loads(path.read_text())
@@ -153,26 +167,50 @@ def collect_claims(folder: Path | str) -> pd.DataFrame:
                 if payload:
                     for row in payload["rows"]:
                         rows.append({"chapter": payload["chapter"], **row})
-    return pd.DataFrame(rows, columns=["chapter", "paper", "claim", "setting", "measured", "verdict", "rule"])
+    columns = ["chapter", *claim_columns(rows)]
+    df = pd.DataFrame(rows, columns=columns)
+    extra = [c for c in columns[1:] if c not in BASIC_COLUMNS]
+    if extra:
+        df[extra] = df[extra].fillna("")
+    return df
 
 
-_VERDICT_COLORS = {"supported": "#d9f0d3", "not supported at this scale": "#f4cccc", "inconclusive": "#fff2cc"}
+_VERDICT_COLORS = {SUPPORTED: "#d9f0d3", NOT_SUPPORTED: "#f4cccc", INCONCLUSIVE: "#fff2cc", PREMISE_ABSENT: "#dde6f2"}
 
 
 def claims_html(claims: pd.DataFrame) -> str:
     """The report card's rendering: one block per claim (chapter, paper, verdict badge, the quoted
-    claim, then setting, measurement and rule), readable in the book's narrow column."""
+    claim, then setting, measurement and rule), readable in the book's narrow column.
+
+    A row with the claims protocol's fields also shows its stability beside the badge, the reading
+    under the claim, the paper's setting, the premise and the control before the measurement, and
+    the discussion last; each line only where the row has it, so older rows render as before."""
     from html import escape
 
+    def text(row: dict, name: str) -> str:
+        value = row.get(name)
+        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
     blocks = []
-    for row in claims.itertuples(index=False):
-        color = _VERDICT_COLORS.get(row.verdict, "#eeeeee")
+    for row in claims.to_dict("records"):
+        color = _VERDICT_COLORS.get(row["verdict"], "#eeeeee")
+        stability = text(row, "stability")
+        badge_note = f" · <small>{escape(stability)}</small>" if stability else ""
+        reading = text(row, "reading")
+        lines = [f"<b>{label}:</b> {escape(text(row, name))}" for name, label in
+                 (("paper_setting", "Paper's setting"), ("setting", "Setting"), ("premise", "Premise"),
+                  ("control", "Control"), ("measured", "Measured"), ("rule", "Rule"))
+                 if name in BASIC_COLUMNS or text(row, name)]
+        discussion = text(row, "discussion")
         blocks.append(
             '<div class="lossbook-claim" style="border-left:4px solid #888;padding:0.3em 0.8em;margin:0.8em 0">'
-            f"<p><b>{escape(row.chapter)}</b> · <code>{escape(row.paper)}</code> · "
-            f'<span style="background:{color};padding:0.1em 0.5em;border-radius:0.3em">{escape(row.verdict)}</span></p>'
-            f"<p><i>“{escape(row.claim)}”</i></p>"
-            f"<p><b>Setting:</b> {escape(row.setting)}<br><b>Measured:</b> {escape(row.measured)}<br>"
-            f"<b>Rule:</b> {escape(row.rule)}</p></div>"
+            f"<p><b>{escape(row['chapter'])}</b> · <code>{escape(row['paper'])}</code> · "
+            f'<span style="background:{color};padding:0.1em 0.5em;border-radius:0.3em">{escape(row["verdict"])}</span>'
+            f"{badge_note}</p>"
+            f"<p><i>“{escape(row['claim'])}”</i></p>"
+            + (f"<p><b>Read as:</b> {escape(reading)}</p>" if reading else "")
+            + f"<p>{'<br>'.join(lines)}</p>"
+            + (f"<p><b>Discussion:</b> {escape(discussion)}</p>" if discussion else "")
+            + "</div>"
         )
     return "\n".join(blocks)
