@@ -3,6 +3,7 @@
     lossbook list [--family softmax]
     lossbook run [CHAPTER ...] [--scale smoke|book|paper] [--seed 0] [--device auto] (--out DIR | --inplace)
     lossbook claims [DIR]
+    lossbook provenance [CHAPTER ...] [--backfill [--force]]
     lossbook build
 """
 
@@ -76,6 +77,37 @@ def _claims(args) -> int:
     return 0
 
 
+def _provenance(args) -> int:
+    from .lab import book
+
+    paths = book.resolve_chapters(args.chapters, book.repo_root())
+    if args.backfill:
+        for path in paths:
+            if book.read_run_record(path) and not args.force:
+                print(f"{path.stem}: has a run record; left as it is (--force replaces it)")
+                continue
+            rec = book.backfill_run_record(path, force=args.force)
+            since = rec["code_changed_since"]
+            edits = ", ".join(c[:7] if len(c) == 40 else c for c in since)
+            note = f"; code cells edited since, without a re-run, in {edits}" if since else ""
+            print(f"{path.stem}: backfilled: outputs from commit {rec['lossbook_commit'][:7]} of {rec['date']}, "
+                  f"scale={rec['scale']}{note}")
+        return 0
+    failed = 0
+    for path in paths:
+        problem = book.check_run_record(path)
+        if problem:
+            failed += 1
+            print(problem)
+            continue
+        rec = book.read_run_record(path)
+        commit = (rec.get("lossbook_commit") or "")[:7] or f"lossbook {rec.get('lossbook_version')}"
+        flags = "".join([" (uncommitted lossbook/ changes)" if rec.get("dirty") else "",
+                         " (backfilled)" if rec.get("backfilled") else ""])
+        print(f"{path.stem}: current: scale={rec.get('scale')}, {commit}, {rec.get('date')}{flags}")
+    return 1 if failed else 0
+
+
 def _jupyter_book() -> str:
     """The ``jupyter-book`` script of this environment (beside the interpreter), else on PATH."""
     here = Path(sys.executable).parent / "jupyter-book"
@@ -118,6 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     pc = sub.add_parser("claims", help="print every chapter's claims and verdicts")
     pc.add_argument("dir", nargs="?", help="folder of executed chapters (default: notebooks/)")
     pc.set_defaults(func=_claims)
+
+    pv = sub.add_parser("provenance", help="check that the committed notebooks' outputs come from their "
+                                           "current code (their run records)")
+    pv.add_argument("chapters", nargs="*", help="chapter names or numbers (default: all, then the report card)")
+    pv.add_argument("--backfill", action="store_true",
+                    help="write a run record (marked backfilled) from the git history of the notebook's outputs, "
+                         "for notebooks made before records existed; no re-run")
+    pv.add_argument("--force", action="store_true", help="with --backfill: replace an existing record")
+    pv.set_defaults(func=_provenance)
 
     pb = sub.add_parser("build", help="build the HTML book (jupyter-book v1, warnings as errors)")
     pb.add_argument("--all", action="store_true", help="clean the build folder first")

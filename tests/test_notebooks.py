@@ -5,7 +5,9 @@
   pytest's nbval plugin re-executes them and :mod:`lossbook.lab.golden` compares every text output,
   exactly or within the chapter's stated tolerance by the cell's class, so a result that changes
   fails on any CPU (see the Makefile's test command and tests/conftest.py);
-* the committed book-scale chapters carry outputs, no errors, and widget state for the HTML.
+* the committed book-scale chapters carry outputs, no errors, and widget state for the HTML;
+* the committed book-scale chapters and the report card were run from their current code cells (the
+  hash in their run record, see :func:`lossbook.lab.book.check_run_record`).
 """
 
 from __future__ import annotations
@@ -81,3 +83,11 @@ def test_committed_chapter_is_a_book_scale_run(chapter):
     assert not any(o.get("output_type") == "error" for c in code for o in c["outputs"])
     assert nb["metadata"].get("widgets"), "no widget state saved: the HTML would show no widgets"
     assert any("parameters" in c["metadata"].get("tags", []) for c in code)
+
+
+@pytest.mark.parametrize("notebook", [*CHAPTERS, ROOT / "notebooks" / book.REPORT_CARD], ids=lambda p: p.stem)
+def test_committed_outputs_come_from_the_current_code(notebook):
+    # Fails when a chapter's code cells changed after its outputs were made (markdown edits do not
+    # count), naming the chapter and the command that re-makes it; `lossbook provenance` lists all.
+    problem = book.check_run_record(notebook, scale="book")
+    assert problem is None, problem
