@@ -5,12 +5,18 @@ user would pick instead, timed side by side in one process:
   (b) dense Z:   nn.Linear + lossbook's dense Z-loss + SGD          (same loss, explicit outputs)
   (c) adaptive:  nn.AdaptiveLogSoftmaxWithLoss + SGD, approximate; cheap when the targets are
                  Zipfian (frequent classes in its head), slower when they are uniform: both shown
+  (h) hierarchical: lossbook.HierarchicalSoftmax + SGD (sparse gradients), the two-level softmax
+                 with √D clusters of equal Zipf mass, exactly normalised, O(d·(K + D/K)) per
+                 example on average when the targets follow the class counts it was built from;
+                 Zipfian targets (that case) and uniform targets (most of them in the large clusters
+                 of rare classes): both shown
   (f) factored:  lossbook.FactoredSphericalLayer("z_loss"), exact, O(d²) per example
 
 For each (D, d) it prints milliseconds per step, the ratio softmax/factored next to the theory
-D/(4d), and peak memory. The ratio's two sides run in alternating rounds (--rounds, default 5;
-lossbook.lab.benchmark.time_interleaved) so that the drift of a shared machine's speed falls on both;
-the ratio printed is the median of the per-round ratios, whose range follows the row. Every
+D/(4d), the ratios hierarchical/factored ("hzipf/fact", "hunif/fact"), and peak memory. The
+ratios' sides run in alternating rounds (--rounds, default 5; lossbook.lab.benchmark.time_interleaved)
+so that the drift of a shared machine's speed falls on all of them; each ratio printed is the
+median of the per-round ratios (the softmax/factored range follows the row). Every
 method runs with the process's threads (torch's default: one per core); the factored step is also
 timed with one thread ("factored/1t"): its ~150 small d×d and m×d operations are each too small to
 share, so a second thread only adds synchronisation, while the softmax baseline's large GEMMs use
@@ -22,7 +28,8 @@ imported torch (so each number is the method's own footprint).
 
     python benchmarks/spherical_step.py                       # CPU, the issue's grid
     python benchmarks/spherical_step.py --device cuda --D 1000000 --m 1024
-    python benchmarks/spherical_step.py --quick               # small grid, a few seconds
+    python benchmarks/spherical_step.py --quick               # small grid, a few minutes
+    python benchmarks/spherical_step.py --quick --threads 1   # every method on one thread (a busy machine)
 """
 
 from __future__ import annotations
@@ -51,17 +58,23 @@ def main(argv=None) -> int:
     p.add_argument("--max-reps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds of softmax and factored (the ratio)")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--threads", type=int, help="torch threads for every method (default: torch's, one per core)")
     p.add_argument("--quick", action="store_true", help="D ∈ {1e4, 1e5}, d = 128, short timings")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.quick:
         args.D, args.d, args.min_time = [10_000, 100_000], [128], 0.3
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be ≥ 1; got {args.threads}")
+        torch.set_num_threads(args.threads)
     rows = []
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"cpu={platform.processor() or platform.machine()} m={args.m}")
     cols = [*METHODS, "factored/1t"]
-    header = (f"{'D':>9} {'d':>4} " + " ".join(f"{k:>16}" for k in cols)
-              + f" {'softmax/fact':>12} {'softmax/fact1t':>14} {'D/(4d)':>7}")
+    width = {k: max(16, len(k)) for k in cols}
+    header = (f"{'D':>9} {'d':>4} " + " ".join(f"{k:>{width[k]}}" for k in cols)
+              + f" {'softmax/fact':>12} {'softmax/fact1t':>14} {'D/(4d)':>7} {'hzipf/fact':>10} {'hunif/fact':>10}")
     print("ms per step" + " " * 4 + "\n" + header)
     for d in args.d:
         for D in args.D:
@@ -72,7 +85,9 @@ def main(argv=None) -> int:
                 return output_layer_step(k, D, d, args.m, args.device)
 
             inter = time_interleaved({"softmax": make("softmax"), "factored": make("factored"),
-                                      "factored/1t": make("factored")}, args.device, rounds=args.rounds,
+                                      "factored/1t": make("factored"), "hierarchical_zipf": make("hierarchical_zipf"),
+                                      "hierarchical_uniform": make("hierarchical_uniform")},
+                                     args.device, rounds=args.rounds,
                                      min_time=args.rounds * args.min_time, max_reps=args.max_reps * args.rounds,
                                      threads={"factored/1t": 1})
             ms = {k: 1e3 * statistics.median(v) for k, v in inter.items()}
@@ -81,18 +96,24 @@ def main(argv=None) -> int:
                     ms[k] = 1e3 * time_step(make(k), args.device, min_time=args.min_time, max_reps=args.max_reps)
             per_round = round_ratios(inter, "softmax", "factored")
             per_round_1t = round_ratios(inter, "softmax", "factored/1t")
+            per_round_h = {k: round_ratios(inter, f"hierarchical_{k}", "factored") for k in ("zipf", "uniform")}
+            ratio_h = {k: statistics.median(v) for k, v in per_round_h.items()}
             mem = {} if args.no_memory else {
                 k: peak_memory_mb("lossbook.lab.benchmark:output_layer_step", k, D, d, args.m, device=args.device)
                 for k in METHODS}
             ratio, ratio_1t = statistics.median(per_round), statistics.median(per_round_1t)
             rows.append({"D": D, "d": d, "m": args.m, "threads": threads, "ms": ms, "peak_mb": mem, "ratio": ratio,
                          "ratio_factored_1_thread": ratio_1t, "ratio_rounds": per_round,
-                         "ratio_rounds_factored_1_thread": per_round_1t, "theory": D / (4 * d)})
-            print(f"{D:>9} {d:>4} " + " ".join(f"{ms[k]:>16.2f}" for k in cols)
+                         "ratio_rounds_factored_1_thread": per_round_1t, "theory": D / (4 * d),
+                         "ratio_hierarchical_zipf": ratio_h["zipf"], "ratio_hierarchical_uniform": ratio_h["uniform"],
+                         "ratio_rounds_hierarchical_zipf": per_round_h["zipf"],
+                         "ratio_rounds_hierarchical_uniform": per_round_h["uniform"]})
+            print(f"{D:>9} {d:>4} " + " ".join(f"{ms[k]:>{width[k]}.2f}" for k in cols)
                   + f" {ratio:>12.1f} {ratio_1t:>14.1f} {D / (4 * d):>7.1f}"
+                  + f" {ratio_h['zipf']:>10.1f} {ratio_h['uniform']:>10.1f}"
                   + f"   rounds {min(per_round):.0f}–{max(per_round):.0f}, 1t {min(per_round_1t):.0f}–{max(per_round_1t):.0f}")
             if mem:
-                print(f"{'peak MB':>14} " + " ".join(f"{mem[k]:>16.1f}" for k in METHODS))
+                print(f"{'peak MB':>14} " + " ".join(f"{mem[k]:>{width[k]}.1f}" for k in METHODS))
     if args.out:
         Path(args.out).write_text(json.dumps({"device": args.device, "torch": torch.__version__, "rows": rows},
                                              indent=1))

@@ -56,6 +56,7 @@ from .softmax import (
     CompSumLoss,
     CrossEntropyLoss,
     GeneralizedCrossEntropyLoss,
+    HierarchicalSoftmax,
     MeanAbsoluteErrorLoss,
     SumExponentialLoss,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "FactoredSphericalLayer",
     "FocalLoss",
     "GeneralizedCrossEntropyLoss",
+    "HierarchicalSoftmax",
     "InBatchSoftmaxLoss",
     "LDRKLLoss",
     "LossInfo",

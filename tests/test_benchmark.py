@@ -37,7 +37,26 @@ def test_time_interleaved_alternates_methods_and_restores_threads():
 
 
 def test_output_layer_steps_run_and_reject_unknown_methods():
-    for method in ("softmax", "factored"):
+    for method in ("softmax", "factored", "hierarchical_zipf", "hierarchical_uniform"):
         output_layer_step(method, D=50, d=8, m=4)()
     with pytest.raises(ValueError, match="method must be one of"):
         output_layer_step("nope", D=50, d=8, m=4)
+
+
+def test_spherical_step_benchmark_prints_and_records_the_hierarchical_ratios(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "spherical_step.py"
+    spec = importlib.util.spec_from_file_location("spherical_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "r.json"  # D > 2000: the adaptive softmax needs a cutoff below D
+    assert bench.main(["--D", "2500", "--d", "8", "--m", "4", "--min-time", "0.01", "--max-reps", "2",
+                       "--rounds", "2", "--no-memory", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "hierarchical_zipf" in text and "hzipf/fact" in text and "hunif/fact" in text
+    (row,) = json.loads(out.read_text())["rows"]
+    assert {"hierarchical_zipf", "hierarchical_uniform", "factored", "softmax"} <= set(row["ms"])
+    assert len(row["ratio_rounds_hierarchical_zipf"]) == 2 and row["ratio_hierarchical_uniform"] > 0

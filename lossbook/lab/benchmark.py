@@ -25,20 +25,29 @@ __all__ = ["OUTPUT_LAYER_METHODS", "output_layer_step", "time_step", "time_inter
 
 #: What :func:`output_layer_step` can build. ``softmax``: nn.Linear + F.cross_entropy + SGD;
 #: ``dense_z``: nn.Linear + the dense Z-loss + SGD; ``adaptive_zipf`` / ``adaptive_uniform``:
-#: nn.AdaptiveLogSoftmaxWithLoss + SGD with Zipfian or uniform targets; ``factored``:
-#: FactoredSphericalLayer("z_loss") with its exact step.
-OUTPUT_LAYER_METHODS = ("softmax", "dense_z", "adaptive_zipf", "adaptive_uniform", "factored")
+#: nn.AdaptiveLogSoftmaxWithLoss + SGD with Zipfian or uniform targets; ``hierarchical_zipf`` /
+#: ``hierarchical_uniform``: HierarchicalSoftmax (√D clusters cut by Zipfian class counts, sparse
+#: gradients) + SGD with Zipfian or uniform targets; ``factored``: FactoredSphericalLayer("z_loss")
+#: with its exact step. The adaptive and hierarchical layers are built for Zipfian classes (the
+#: former's cutoffs put the frequent classes in its head, the latter's clusters are of equal Zipf
+#: mass); the uniform targets show them where that assumption fails.
+OUTPUT_LAYER_METHODS = ("softmax", "dense_z", "adaptive_zipf", "adaptive_uniform", "hierarchical_zipf",
+                        "hierarchical_uniform", "factored")
+
+
+def _zipf_weights(D: int) -> torch.Tensor:
+    return 1.0 / torch.arange(1, D + 1, dtype=torch.float64)
 
 
 def _zipf_targets(m: int, D: int, generator: torch.Generator) -> torch.Tensor:
-    ranks = torch.arange(1, D + 1, dtype=torch.float64)
-    return torch.multinomial(1.0 / ranks, m, replacement=True, generator=generator)
+    return torch.multinomial(_zipf_weights(D), m, replacement=True, generator=generator)
 
 
 def output_layer_step(method: str, D: int, d: int, m: int, device="cpu", *, lr: float = 0.01,
                       seed: int = 0) -> Callable[[], None]:
     """A zero-argument function doing one training step of an output layer with D classes, hidden
     size d and a batch of m random hidden states (the network below is left out)."""
+    from ..softmax import HierarchicalSoftmax
     from ..spherical import FactoredSphericalLayer, z_loss
 
     if method not in OUTPUT_LAYER_METHODS:
@@ -58,16 +67,23 @@ def output_layer_step(method: str, D: int, d: int, m: int, device="cpu", *, lr: 
             opt.step()
 
         return step
-    if method.startswith("adaptive"):
-        cutoffs = [c for c in (2_000, 20_000, 200_000) if c < D]
-        asm = torch.nn.AdaptiveLogSoftmaxWithLoss(d, D, cutoffs=cutoffs, div_value=4.0).to(device)
-        opt = torch.optim.SGD(asm.parameters(), lr=lr)
-        y = _zipf_targets(m, D, g).to(device) if method == "adaptive_zipf" else uniform
+    if method.startswith(("adaptive", "hierarchical")):
+        if method.startswith("adaptive"):
+            cutoffs = [c for c in (2_000, 20_000, 200_000) if c < D]
+            model = torch.nn.AdaptiveLogSoftmaxWithLoss(d, D, cutoffs=cutoffs, div_value=4.0).to(device)
+
+            def loss_of(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return model(h, y).loss
+        else:
+            model = HierarchicalSoftmax(d, D, class_counts=_zipf_weights(D), device=device)
+            loss_of = model
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        y = _zipf_targets(m, D, g).to(device) if method.endswith("_zipf") else uniform
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
             h.grad = None
-            asm(h, y).loss.backward()
+            loss_of(h, y).backward()
             opt.step()
 
         return step
