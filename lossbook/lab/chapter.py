@@ -51,14 +51,27 @@ class ChapterSetup(NamedTuple):
 
 PRESETS: dict[str, ChapterPresets] = {
     "01_cross_entropy": ChapterPresets(
+        # n_seeds: the H-consistency runs and the first seeds of the digits runs; the learning rates are
+        # tuned on the first tune_seeds of them, and the verdict's seeds are planned from that pilot
+        # (plan_seeds, bounded by seed_bounds). The label-smoothing runs use ls_per_class training
+        # images per class, an ls_hidden MLP and full-batch Adam for ls_epochs, with
+        # the rate tuned per ε, and once more at the fixed rate ls_fixed_lr (trained to over-fitting).
         scales={
-            "smoke": {"n_seeds": 2, "taus": [0.0, 1.0, 2.0], "smoothing": [0.0, 0.1],
+            "smoke": {"n_seeds": 2, "tune_seeds": 2, "seed_bounds": (3, 3), "taus": [0.0, 1.0, 1.5, 2.0],
+                      "lrs": [0.03], "smoothing": [0.0, 0.1], "ls_lrs": [0.01], "ls_per_class": 20,
+                      "ls_hidden": (256, 256), "ls_epochs": 60, "ls_fixed_lr": 0.01,
                       "gmm_train": 1000, "gmm_eval": 4000, "gmm_epochs": 4, "digits_epochs": 4},
-            "book": {"n_seeds": 5, "taus": [0.0, 0.5, 1.0, 1.5, 2.0], "smoothing": [0.0, 0.05, 0.1, 0.2],
-                     "gmm_train": 4000, "gmm_eval": 20000, "gmm_epochs": 20, "digits_epochs": 30},
-            "paper": {"n_seeds": 10, "taus": [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0],
-                      "smoothing": [0.0, 0.05, 0.1, 0.2, 0.3],
-                      "gmm_train": 20000, "gmm_eval": 100000, "gmm_epochs": 40, "digits_epochs": 60},
+            "book": {"n_seeds": 5, "tune_seeds": 3, "seed_bounds": (15, 20), "taus": [0.0, 0.5, 1.0, 1.5, 2.0],
+                     "lrs": [0.003, 0.01, 0.03, 0.1], "smoothing": [0.0, 0.05, 0.1, 0.2],
+                     "ls_lrs": [0.001, 0.003, 0.01, 0.03], "ls_per_class": 20, "ls_hidden": (256, 256),
+                     "ls_epochs": 300, "ls_fixed_lr": 0.01, "gmm_train": 4000, "gmm_eval": 20000, "gmm_epochs": 20,
+                     "digits_epochs": 30},
+            "paper": {"n_seeds": 10, "tune_seeds": 5, "seed_bounds": (20, 30),
+                      "taus": [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0],
+                      "lrs": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3], "smoothing": [0.0, 0.05, 0.1, 0.2, 0.3],
+                      "ls_lrs": [0.0003, 0.001, 0.003, 0.01, 0.03], "ls_per_class": 20, "ls_hidden": (512, 512),
+                      "ls_epochs": 600, "ls_fixed_lr": 0.01, "gmm_train": 20000, "gmm_eval": 100000, "gmm_epochs": 40,
+                      "digits_epochs": 60},
         },
         summary="scale={scale}: {n_seeds} seeds, taus={taus}, device={device}",
     ),
