@@ -13,7 +13,7 @@ from scipy import stats
 
 import lossbook
 from lossbook import cli, metrics
-from lossbook.lab import book, experiments, train
+from lossbook.lab import book, data, experiments, train
 from lossbook.lab.experiments import CLAIMS_KEY, INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 
 # --- training ---------------------------------------------------------------------------------------
@@ -76,8 +76,37 @@ def test_fit_adam_and_callable_optimizer():
     assert h_adam.last("train_loss") < 0.2 and h_call.last("train_loss") < h_call.records[1]["train_loss"]
 
 
+def test_fit_cosine_schedule_and_nesterov():
+    def weights(**kwargs):
+        model, _ = _fit(**kwargs)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    plain = weights()
+    assert torch.equal(weights(lr_min=0.05), plain)  # a floor equal to lr leaves the rate constant
+    decayed = weights(lr_min=0.0)
+    assert not torch.allclose(decayed, plain)
+    # the cosine only lowers the rate, so the weights move less from their (shared) initial values
+    train.set_seed(0)
+    start = torch.cat([p.detach().flatten() for p in train.mlp(2, 3).parameters()])
+    assert (decayed - start).norm() < (plain - start).norm()
+    assert not torch.allclose(weights(nesterov=True), plain)
+
+
+def test_train_classifier_history_and_fit_options():
+    splits = data.load_digits()
+    seen = []
+    _, out = train.train_classifier(lossbook.CrossEntropyLoss(), splits, epochs=4, eval_every=2, device="cpu",
+                                    progress=False, evaluate=lambda m: {"n": len(seen.append(1) or seen)},
+                                    nesterov=True, lr_min=0.005)
+    assert out["history"]["epoch"].tolist() == [0, 2, 4] and out["history"]["n"].tolist() == [1, 2, 3]
+    _, plain = train.train_classifier(lossbook.CrossEntropyLoss(), splits, epochs=4, device="cpu", progress=False)
+    assert "history" not in plain and plain["train_loss"] != out["train_loss"]  # the fit options reached fit
+
+
 @pytest.mark.parametrize("kwargs, exc, pattern", [
     ({"epochs": -1}, ValueError, "epochs must be ≥ 0"),
+    ({"lr_min": 0.5}, ValueError, r"lr_min must lie in \[0, lr\]"),
+    ({"nesterov": True, "optimizer": "adam"}, ValueError, "nesterov=True needs optimizer='sgd'"),
     ({"batch_size": 0}, ValueError, "batch_size ≥ 1"),
     ({"optimizer": "rmsprop"}, ValueError, "optimizer must be 'sgd', 'adam' or a callable"),
     # the sum-exponential loss overflows to inf once the logits blow up
@@ -396,6 +425,36 @@ def test_claims_html_renders_every_claim_escaped():
     for verdict in df["verdict"]:
         assert verdict in html
     assert "&lt;robust&gt; &amp;" in html and "<robust>" not in html
+
+
+def test_claims_html_links_paper_keys_and_marks_blocks_for_the_filter():
+    df = pd.DataFrame([{"chapter": "01_x", **r} for r in _rows()])
+    html = book.claims_html(df)
+    first = html.split("\n")[0]
+    key = df["paper"].iloc[0]
+    assert f'<a href="../bibliography.html#{book.bibliography_anchor(key)}"><code>{key}</code></a>' in first
+    assert f'data-chapter="01_x" data-verdict="{df["verdict"].iloc[0]}"' in first
+    assert "<a href" not in book.claims_html(df, bibliography=None)
+    assert book.bibliography_anchor("Ma2020_Normalized") == "cite-ma2020-normalized"  # docutils' id rules
+
+
+def test_claims_filter_lists_chapters_and_present_verdicts_and_hides_without_javascript():
+    df = pd.DataFrame([{"chapter": c, **r} for c, r in zip(["02_b", "01_a", "01_a"], _rows())])
+    html = book.claims_filter_html(df)
+    assert html.startswith('<div class="lossbook-filter" style="display:none')  # shown by the script only
+    assert html.index('value="01_a"') < html.index('value="02_b"')
+    for verdict in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE):
+        assert (f'value="{verdict}"' in html) == (verdict in set(df["verdict"]))
+    assert "premise absent" not in html
+
+
+def test_verdict_digest_lists_keys_per_chapter_and_verdict():
+    rows = _rows()
+    df = pd.DataFrame([{"chapter": "01_a", **rows[0]}, {"chapter": "01_a", **rows[0]}, {"chapter": "02_b", **rows[1]}])
+    digest = book.verdict_digest(df)
+    assert list(digest.index) == ["01_a", "02_b"] and digest.loc["01_a", "claims"] == 2
+    assert digest.loc["01_a", rows[0]["verdict"]] == f"{rows[0]['paper']} ×2"
+    assert digest.loc["02_b", rows[1]["verdict"]] == rows[1]["paper"]
 
 
 def test_clean_metadata_hides_injected_parameters(tmp_path):

@@ -50,7 +50,8 @@ from .experiments import (
 )
 
 __all__ = ["SCALES", "repo_root", "chapters", "resolve_chapters", "run_chapter", "ChapterError",
-           "collect_claims", "claims_html", "clean_metadata", "code_sources", "code_sha256",
+           "collect_claims", "claims_html", "claims_filter_html", "verdict_digest", "bibliography_anchor",
+           "clean_metadata", "code_sources", "code_sha256",
            "lossbook_revision", "run_record", "write_run_record", "read_run_record", "check_run_record",
            "backfill_run_record", "rerun_command", "PROVENANCE_TAG"]
 
@@ -469,13 +470,23 @@ def collect_claims(folder: Path | str) -> pd.DataFrame:
 _VERDICT_COLORS = {SUPPORTED: "#d9f0d3", NOT_SUPPORTED: "#f4cccc", INCONCLUSIVE: "#fff2cc", PREMISE_ABSENT: "#dde6f2"}
 
 
-def claims_html(claims: pd.DataFrame) -> str:
+def bibliography_anchor(key: str) -> str:
+    """The HTML id of ``key``'s entry on the book's bibliography page: the book sets
+    sphinxcontrib-bibtex's ``bibtex_cite_id`` to ``"cite-{key}"``, which docutils normalises."""
+    from docutils.nodes import make_id
+
+    return make_id(f"cite-{key}")
+
+
+def claims_html(claims: pd.DataFrame, *, bibliography: str | None = "../bibliography.html") -> str:
     """The report card's rendering: one block per claim (chapter, paper, verdict badge, the quoted
     claim, then setting, measurement and rule), readable in the book's narrow column.
 
     A row with the claims protocol's fields also shows its stability beside the badge, the reading
     under the claim, the paper's setting, the premise and the control before the measurement, and
-    the discussion last; each line only where the row has it, so older rows render as before."""
+    the discussion last; each line only where the row has it, so older rows render as before.
+    The paper's key links to its entry in ``bibliography`` (a page URL; ``None``: no link). Each
+    block carries ``data-chapter`` and ``data-verdict`` for :func:`claims_filter_html`."""
     from html import escape
 
     def text(row: dict, name: str) -> str:
@@ -493,9 +504,13 @@ def claims_html(claims: pd.DataFrame) -> str:
                   ("control", "Control"), ("measured", "Measured"), ("rule", "Rule"))
                  if name in BASIC_COLUMNS or text(row, name)]
         discussion = text(row, "discussion")
+        key = f"<code>{escape(row['paper'])}</code>"
+        if bibliography:
+            key = f'<a href="{escape(bibliography)}#{bibliography_anchor(row["paper"])}">{key}</a>'
         blocks.append(
-            '<div class="lossbook-claim" style="border-left:4px solid #888;padding:0.3em 0.8em;margin:0.8em 0">'
-            f"<p><b>{escape(row['chapter'])}</b> · <code>{escape(row['paper'])}</code> · "
+            f'<div class="lossbook-claim" data-chapter="{escape(row["chapter"])}" data-verdict="{escape(row["verdict"])}" '
+            'style="border-left:4px solid #888;padding:0.3em 0.8em;margin:0.8em 0">'
+            f"<p><b>{escape(row['chapter'])}</b> · {key} · "
             f'<span style="background:{color};padding:0.1em 0.5em;border-radius:0.3em">{escape(row["verdict"])}</span>'
             f"{badge_note}</p>"
             f"<p><i>“{escape(row['claim'])}”</i></p>"
@@ -505,3 +520,45 @@ def claims_html(claims: pd.DataFrame) -> str:
             + "</div>"
         )
     return "\n".join(blocks)
+
+
+def claims_filter_html(claims: pd.DataFrame) -> str:
+    """Two drop-down filters (chapter, verdict) for the blocks of :func:`claims_html` on the same
+    page, with a count of the claims shown. Without JavaScript the controls stay hidden and every
+    claim shows: the page degrades to the plain list."""
+    from html import escape
+
+    def options(name: str, values) -> str:
+        items = "".join(f'<option value="{escape(v)}">{escape(v)}</option>' for v in values)
+        return (f'<label style="margin-right:1em">{name} <select data-filter="{name}">'
+                f'<option value="">all</option>{items}</select></label>')
+
+    verdicts = [v for v in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, PREMISE_ABSENT) if v in set(claims["verdict"])]
+    controls = options("chapter", sorted(set(claims["chapter"]))) + options("verdict", verdicts)
+    script = (
+        "<script>(function(){var box=document.currentScript.previousElementSibling;box.style.display='block';"
+        "var sel=box.querySelectorAll('select'),out=box.querySelector('.lossbook-count');"
+        "function apply(){var want={};sel.forEach(function(s){want[s.dataset.filter]=s.value;});var n=0;"
+        "document.querySelectorAll('.lossbook-claim').forEach(function(b){var ok=(!want.chapter||"
+        "b.dataset.chapter===want.chapter)&&(!want.verdict||b.dataset.verdict===want.verdict);"
+        "b.style.display=ok?'':'none';if(ok)n++;});out.textContent=n+' claim(s) shown';}"
+        "sel.forEach(function(s){s.addEventListener('change',apply);});apply();})();</script>")
+    return (f'<div class="lossbook-filter" style="display:none;margin:0.5em 0">{controls}'
+            f'<span class="lossbook-count"></span></div>{script}')
+
+
+def verdict_digest(claims: pd.DataFrame) -> pd.DataFrame:
+    """What held where, book-wide: one row per chapter, one column per verdict, each cell listing
+    the paper keys with that verdict (a key repeats when several of its readings got it), and the
+    number of claims."""
+    order = [v for v in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, PREMISE_ABSENT) if v in set(claims["verdict"])]
+    rows = []
+    for chapter, part in claims.groupby("chapter", sort=True):
+        row = {"chapter": chapter, "claims": len(part)}
+        for verdict in order:
+            keys = part.loc[part["verdict"] == verdict, "paper"].tolist()
+            counts = pd.Series(keys).value_counts(sort=False) if keys else pd.Series(dtype=int)
+            row[verdict] = ", ".join(k if n == 1 else f"{k} ×{n}" for k, n in counts.items())
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["chapter", "claims", *order]).set_index("chapter")
+

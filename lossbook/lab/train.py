@@ -94,6 +94,8 @@ def fit(
     optimizer: str | Callable = "sgd",
     lr: float = 0.1,
     momentum: float = 0.9,
+    nesterov: bool = False,
+    lr_min: float | None = None,
     weight_decay: float = 0.0,
     max_grad_norm: float | None = None,
     seed: int = 0,
@@ -105,7 +107,9 @@ def fit(
 ) -> History:
     """Train ``model`` on ``(x, y)`` with ``loss_fn`` and return a :class:`History`.
 
-    ``optimizer`` is ``"sgd"`` (with ``momentum``), ``"adam"``, or a callable ``params -> Optimizer``.
+    ``optimizer`` is ``"sgd"`` (with ``momentum``, Nesterov's when ``nesterov``), ``"adam"``, or a
+    callable ``params -> Optimizer``. With ``lr_min``, the rate follows a cosine from ``lr`` down to
+    ``lr_min`` over the epochs (``CosineAnnealingLR`` with ``T_max = epochs``, stepped once an epoch).
     ``max_grad_norm`` clips the gradient's global norm before each step (``None``: no clipping).
     ``evaluate(model)`` runs before training and every ``eval_every`` epochs; its dict joins the row.
     Data order depends only on ``seed``; call :func:`set_seed` before building the model so its
@@ -115,19 +119,25 @@ def fit(
 
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"fit: epochs must be ≥ 0 and batch_size ≥ 1; got {epochs} and {batch_size}.")
+    if lr_min is not None and not 0.0 <= lr_min <= lr:
+        raise ValueError(f"fit: lr_min must lie in [0, lr] (the cosine schedule's floor); got lr_min={lr_min}, lr={lr}.")
+    if nesterov and (optimizer != "sgd" or momentum <= 0):
+        raise ValueError("fit: nesterov=True needs optimizer='sgd' with momentum > 0.")
     if len(x) != len(y):
         raise ValueError(f"fit: x and y must have the same length; got {len(x)} and {len(y)}.")
     dev = get_device(device)
     model.to(dev)
     x, y = x.to(dev), y.to(dev)
     if optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
+                              nesterov=nesterov)
     elif optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     elif callable(optimizer):
         opt = optimizer(model.parameters())
     else:
         raise ValueError(f"fit: optimizer must be 'sgd', 'adam' or a callable; got {optimizer!r}.")
+    schedule = None if lr_min is None else torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1), lr_min)
     g = torch.Generator().manual_seed(seed)
     history = History()
     step = 0
@@ -156,6 +166,8 @@ def fit(
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         train_loss = total / max(count, 1)
+        if schedule is not None:
+            schedule.step()
         if not np.isfinite(train_loss):
             raise FloatingPointError(
                 f"fit: the training loss became {train_loss} at epoch {epoch}; lower lr (now {lr})."
@@ -195,17 +207,25 @@ def train_classifier(
     device: str | torch.device = "auto",
     y_train: Tensor | None = None,
     progress: bool | None = None,
+    evaluate: Callable[[nn.Module], dict] | None = None,
+    eval_every: int = 1,
+    **fit_options,
 ) -> tuple[nn.Module, dict]:
     """Train an MLP on ``splits`` (a :class:`lossbook.lab.data.Splits`) and measure it on the test split.
 
     ``y_train`` replaces the training labels (e.g. noisy ones); the test labels stay clean.
-    Returns the model and ``{"test_accuracy", "test_nll", "test_ece", "train_loss"}``.
+    Returns the model and ``{"test_accuracy", "test_nll", "test_ece", "train_loss"}``; with
+    ``evaluate`` (as in :func:`fit`), also ``"history"``: the per-epoch table of :func:`fit`.
+    ``fit_options`` go to :func:`fit` (``momentum``, ``nesterov``, ``lr_min``).
     """
     set_seed(seed)
     model = mlp(splits.num_features, splits.num_classes, hidden)
     labels = splits.y_train if y_train is None else y_train
     history = fit(model, loss_fn, splits.x_train, labels, epochs=epochs, batch_size=batch_size, lr=lr,
-                  optimizer=optimizer, weight_decay=weight_decay, max_grad_norm=max_grad_norm, seed=seed, device=device, progress=progress)
+                  optimizer=optimizer, weight_decay=weight_decay, max_grad_norm=max_grad_norm, seed=seed,
+                  device=device, progress=progress, evaluate=evaluate, eval_every=eval_every, **fit_options)
     out = classifier_metrics(model, splits.x_test, splits.y_test, prefix="test_")
     out["train_loss"] = history.last("train_loss")
+    if evaluate is not None:
+        out["history"] = history.frame()
     return model, out
