@@ -6,16 +6,24 @@ BIN    := $(VENV)/bin
 TORCH_CONSTRAINTS ?= constraints-cpu.txt
 PIP_CONSTRAINTS := $(if $(TORCH_CONSTRAINTS),-c $(TORCH_CONSTRAINTS),)
 JOBS ?= 2
+# require.js and the ipywidgets HTML manager for the offline book (see the rule below)
+WEB_ASSETS := .web-assets
 
-.PHONY: setup test test-forced test-lib test-notebooks test-golden test-golden-forced book notebooks golden clean
+.PHONY: setup test test-forced test-lib test-notebooks test-golden test-golden-forced test-browser book notebooks golden clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(WEB_ASSETS)/VERSIONS.json
 
 $(VENV)/.installed: pyproject.toml $(TORCH_CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q $(PIP_CONSTRAINTS) -e ".[dev]"
 	touch $@
+
+# The book's JavaScript that no Python package ships (require.js, the ipywidgets HTML manager), at the
+# versions and sha256 sums pinned in _ext/lossbook_pages.py, fetched once with npm; after that the book
+# builds and reads offline (MathJax comes from a pip package). Without npm only `make book` fails.
+$(WEB_ASSETS)/VERSIONS.json: _ext/lossbook_pages.py | $(VENV)/.installed
+	-$(BIN)/python _ext/lossbook_pages.py fetch
 
 # The test command: library tests, then every chapter at smoke scale (papermill) and nbval on the
 # committed smoke-scale runs, compared by lossbook.lab.golden (exact, or within the chapter's stated
@@ -48,6 +56,12 @@ test-forced: setup
 # The HTML book from the committed notebooks (no execution), warnings as errors.
 book: setup
 	$(BIN)/lossbook build
+
+# Every page of the built book in headless Chromium with the network blocked: typeset math, drawn
+# widgets, loaded images, no console errors, nothing clipped; screenshots in _build/screenshots/.
+# Needs `make book` first and a system Chromium (Debian: apt-get install chromium).
+test-browser: setup
+	$(BIN)/python tests/browser/check_book.py
 
 # Re-run every chapter at book scale into notebooks/ (what the rendered book shows).
 notebooks: setup
