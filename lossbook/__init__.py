@@ -7,7 +7,16 @@
 """
 
 from . import functional
-from .calibration import FocalLoss
+from .calibration import (
+    ACLSLoss,
+    DualFocalLoss,
+    FocalLoss,
+    MatrixScaling,
+    MbLSLoss,
+    SquentropyLoss,
+    TemperatureScaling,
+    VectorScaling,
+)
 from .margin import (
     ArcFaceLoss,
     CombinedMarginLoss,
@@ -67,6 +76,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FAMILIES",
     "ALDRKLLoss",
+    "ACLSLoss",
     "ActivePassiveLoss",
     "ArcFaceLoss",
     "CombinedMarginLoss",
@@ -75,6 +85,7 @@ __all__ = [
     "CosineContrastiveLoss",
     "CrossEntropyLoss",
     "DecoupledSoftmaxLoss",
+    "DualFocalLoss",
     "FactoredSphericalLayer",
     "FocalLoss",
     "GeneralizedCrossEntropyLoss",
@@ -83,6 +94,8 @@ __all__ = [
     "LDRKLLoss",
     "LossInfo",
     "MarginHead",
+    "MatrixScaling",
+    "MbLSLoss",
     "MeanAbsoluteErrorLoss",
     "MethodInfo",
     "NormalizedCrossEntropyLoss",
@@ -100,9 +113,12 @@ __all__ = [
     "SphereFaceLoss",
     "SphericalSoftmaxLoss",
     "SquaredErrorLoss",
+    "SquentropyLoss",
     "SumExponentialLoss",
     "SymmetricCrossEntropyLoss",
     "TaylorSoftmaxLoss",
+    "TemperatureScaling",
+    "VectorScaling",
     "ZLoss",
     "functional",
     "get_loss",

@@ -5,7 +5,14 @@
 """
 
 from . import registry as _registry
-from .calibration import focal_loss, sigmoid_focal_loss
+from .calibration import (
+    acls_loss,
+    dual_focal_loss,
+    focal_loss,
+    mbls_loss,
+    sigmoid_focal_loss,
+    squentropy_loss,
+)
 from .margin import (
     arcface_loss,
     combined_margin_loss,
@@ -47,6 +54,7 @@ from .softmax import (
 from .spherical import spherical_softmax_loss, squared_error_loss, taylor_softmax_loss, z_loss
 
 __all__ = [
+    "acls_loss",
     "active_passive_loss",
     "aldr_kl_loss",
     "arcface_loss",
@@ -57,11 +65,13 @@ __all__ = [
     "cross_entropy",
     "decoupled_softmax_loss",
     "decoupled_softmax_multilabel_loss",
+    "dual_focal_loss",
     "focal_loss",
     "full_softmax_loss",
     "generalized_cross_entropy",
     "in_batch_softmax_loss",
     "ldr_kl_loss",
+    "mbls_loss",
     "mean_absolute_error",
     "nce_loss",
     "normalized_cross_entropy",
@@ -79,6 +89,7 @@ __all__ = [
     "sphereface_loss",
     "spherical_softmax_loss",
     "squared_error_loss",
+    "squentropy_loss",
     "sum_exponential_loss",
     "symmetric_cross_entropy",
     "taylor_softmax_loss",

@@ -16,16 +16,23 @@ import pandas as pd
 import torch
 
 __all__ = [
+    "BINNINGS",
     "AngleStats",
+    "CalibrationSplit",
     "NormStats",
     "VerificationROC",
     "accuracy",
+    "adaptive_calibration_error",
     "angle_stats",
+    "brier_score",
+    "calibration_error_split",
+    "classwise_calibration_error",
     "confusion_matrix",
     "equal_error_rate",
     "expected_calibration_error",
     "feature_norm_stats",
     "ks_distance",
+    "maximum_calibration_error",
     "ndcg_at_k",
     "nll",
     "pair_scores",
@@ -87,46 +94,129 @@ def nll(probs, target, *, eps: float = 1e-12) -> float:
     return float(-np.log(np.clip(p[np.arange(len(y)), y], eps, None)).mean())
 
 
-def reliability_table(probs, target, *, n_bins: int = 15) -> pd.DataFrame:
-    """Per-bin confidence and accuracy of the top-1 prediction (equal-width bins on (0, 1]).
+#: How :func:`reliability_table` and the calibration errors bin confidences: ``"width"``, equal-width
+#: bins (b/B, (b + 1)/B] of [0, 1] (Guo et al. 2017); ``"mass"``, equal-mass bins of the sorted
+#: confidences, N/B rows each (one more in the first N mod B bins), as in the adaptive ECE of
+#: Nixon et al. (2019) and Mukhoti et al. (2020).
+BINNINGS = ("width", "mass")
 
-    Columns: ``bin_lower``, ``bin_upper``, ``count``, ``confidence`` (mean max-probability),
-    ``accuracy`` (fraction correct), ``gap`` (accuracy − confidence). Empty bins have NaNs.
-    """
-    p, y = _scores_and_target("reliability_table", probs, target)
-    if n_bins < 1:
-        raise ValueError(f"reliability_table: n_bins must be ≥ 1; got {n_bins}.")
-    conf = p.max(1)
-    correct = (p.argmax(1) == y).astype(float)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # bin b holds confidences in (edges[b], edges[b+1]]; confidence 0 cannot occur for a max-prob
-    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
-    rows = []
-    for b in range(n_bins):
-        m = which == b
-        n = int(m.sum())
-        rows.append(
-            {
-                "bin_lower": edges[b],
-                "bin_upper": edges[b + 1],
-                "count": n,
-                "confidence": conf[m].mean() if n else np.nan,
-                "accuracy": correct[m].mean() if n else np.nan,
-            }
-        )
-    table = pd.DataFrame(rows)
+
+def _check_binning(name: str, n_bins, binning: str) -> None:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"{name}: n_bins must be ≥ 1 (an int); got {n_bins!r}.")
+    if binning not in BINNINGS:
+        raise ValueError(f"{name}: binning must be one of {BINNINGS} (equal-width or equal-mass bins); "
+                         f"got {binning!r}.")
+
+
+def _binned(conf: np.ndarray, correct: np.ndarray, n_bins: int, binning: str) -> pd.DataFrame:
+    """Per-bin count, mean confidence and accuracy of (confidence, correct) pairs; see :data:`BINNINGS`."""
+    if binning == "width":
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+        # bin b holds confidences in (edges[b], edges[b+1]]; a confidence of 0 joins the first bin
+        which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+        members = [np.flatnonzero(which == b) for b in range(n_bins)]
+        lower, upper = edges[:-1], edges[1:]
+    else:
+        members = np.array_split(np.argsort(conf, kind="stable"), n_bins)
+        lower = [conf[m].min() if len(m) else np.nan for m in members]
+        upper = [conf[m].max() if len(m) else np.nan for m in members]
+    rows = [{"bin_lower": lower[b], "bin_upper": upper[b], "count": len(m),
+             "confidence": conf[m].mean() if len(m) else np.nan,
+             "accuracy": correct[m].mean() if len(m) else np.nan} for b, m in enumerate(members)]
+    table = pd.DataFrame(rows, columns=["bin_lower", "bin_upper", "count", "confidence", "accuracy"])
     table["gap"] = table["accuracy"] - table["confidence"]
     return table
 
 
-def expected_calibration_error(probs, target, *, n_bins: int = 15) -> float:
-    """ECE = Σ_b (n_b/N)·|acc_b − conf_b| over equal-width confidence bins (Guo et al. 2017)."""
-    table = reliability_table(probs, target, n_bins=n_bins)
-    n = table["count"].sum()
-    if n == 0:
-        return float("nan")
+def _weighted_gaps(table: pd.DataFrame) -> np.ndarray:
+    """(n_b / N)·(acc_b − conf_b) for the non-empty bins (empty when N = 0)."""
     used = table[table["count"] > 0]
-    return float((used["count"] / n * used["gap"].abs()).sum())
+    return (used["count"] / max(int(table["count"].sum()), 1) * used["gap"]).to_numpy()
+
+
+def reliability_table(probs, target, *, n_bins: int = 15, binning: str = "width") -> pd.DataFrame:
+    """Per-bin confidence and accuracy of the top-1 prediction: the data of a reliability diagram.
+
+    Columns: ``bin_lower``, ``bin_upper``, ``count``, ``confidence`` (mean max-probability),
+    ``accuracy`` (fraction correct), ``gap`` (accuracy − confidence). Empty bins have NaNs.
+    ``binning="width"`` (default): equal-width bins (b/B, (b + 1)/B] on (0, 1], edges as bounds;
+    ``"mass"``: equal-mass bins of the sorted confidences, bounded by their smallest and largest
+    confidence (see :data:`BINNINGS`).
+    """
+    p, y = _scores_and_target("reliability_table", probs, target)
+    _check_binning("reliability_table", n_bins, binning)
+    return _binned(p.max(1), (p.argmax(1) == y).astype(float), n_bins, binning)
+
+
+def expected_calibration_error(probs, target, *, n_bins: int = 15, binning: str = "width") -> float:
+    """ECE = Σ_b (n_b/N)·|acc_b − conf_b| over confidence bins (Guo et al. 2017) of the top-1 prediction.
+
+    ``binning="width"`` (default) uses equal-width bins, ``"mass"`` equal-mass bins (the adaptive
+    ECE, :func:`adaptive_calibration_error`). NaN for an empty input.
+    """
+    table = reliability_table(probs, target, n_bins=n_bins, binning=binning)
+    if table["count"].sum() == 0:
+        return float("nan")
+    return float(np.abs(_weighted_gaps(table)).sum())
+
+
+def adaptive_calibration_error(probs, target, *, n_bins: int = 15) -> float:
+    """Adaptive ECE (AdaECE; Nixon et al. 2019, Mukhoti et al. 2020): the ECE over ``n_bins``
+    equal-mass bins of the top-1 confidence, ``expected_calibration_error(..., binning="mass")``."""
+    return expected_calibration_error(probs, target, n_bins=n_bins, binning="mass")
+
+
+def maximum_calibration_error(probs, target, *, n_bins: int = 15, binning: str = "width") -> float:
+    """MCE = max_b |acc_b − conf_b| over the non-empty confidence bins (Naeini et al. 2015); NaN
+    for an empty input."""
+    table = reliability_table(probs, target, n_bins=n_bins, binning=binning)
+    used = table[table["count"] > 0]
+    return float(used["gap"].abs().max()) if len(used) else float("nan")
+
+
+@dataclass(frozen=True)
+class CalibrationSplit:
+    """The ECE split by the sign of each bin's gap (what :func:`calibration_error_split` returns):
+    ``over`` = Σ_b (n_b/N)·max(conf_b − acc_b, 0) (over-confident bins), ``under`` = Σ_b
+    (n_b/N)·max(acc_b − conf_b, 0) (under-confident bins), ``ece`` = over + under."""
+
+    ece: float
+    over: float
+    under: float
+
+
+def calibration_error_split(probs, target, *, n_bins: int = 15, binning: str = "width") -> CalibrationSplit:
+    """The ECE's over- and under-confident parts: the bins where confidence exceeds accuracy, and
+    those where it falls short (the split the dual focal loss paper reports). NaNs for an empty input."""
+    table = reliability_table(probs, target, n_bins=n_bins, binning=binning)
+    if table["count"].sum() == 0:
+        return CalibrationSplit(float("nan"), float("nan"), float("nan"))
+    gaps = _weighted_gaps(table)
+    over, under = float(-gaps[gaps < 0].sum()), float(gaps[gaps > 0].sum())
+    return CalibrationSplit(over + under, over, under)
+
+
+def classwise_calibration_error(probs, target, *, n_bins: int = 15, binning: str = "width") -> float:
+    """Classwise ECE (Kull et al. 2019): for every class k, the ECE of p_k as a confidence that
+    the label is k, over all rows; the mean over the C classes. NaN for an empty input."""
+    p, y = _scores_and_target("classwise_calibration_error", probs, target)
+    _check_binning("classwise_calibration_error", n_bins, binning)
+    if len(y) == 0:
+        return float("nan")
+    per_class = [np.abs(_weighted_gaps(_binned(p[:, k], (y == k).astype(float), n_bins, binning))).sum()
+                 for k in range(p.shape[1])]
+    return float(np.mean(per_class))
+
+
+def brier_score(probs, target) -> float:
+    """Multi-class Brier score (Brier 1950): mean over rows of Σ_k (p_k − 1[y = k])², in [0, 2]."""
+    p, y = _scores_and_target("brier_score", probs, target)
+    if len(y) == 0:
+        return float("nan")
+    onehot = np.zeros_like(p, dtype=np.float64)
+    onehot[np.arange(len(y)), y] = 1.0
+    return float(((p - onehot) ** 2).sum(1).mean())
 
 
 def confusion_matrix(pred, target, num_classes: int) -> np.ndarray:

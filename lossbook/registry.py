@@ -364,6 +364,7 @@ METHOD_KINDS = {
     "sampler": "candidate sampler with exact probabilities and expected counts",
     "building block": "a piece a method is made of (negatives, mixup, a regulariser, a detector)",
     "analysis": "theory and plotting helper: margin profiles, consistency bounds",
+    "calibrator": "post-hoc map of a trained model's logits, fitted on validation data (temperature scaling)",
 }
 
 

@@ -1,47 +1,22 @@
 """Calibration measurements for the chapters: temperature scaling and per-split metrics.
 
-:func:`fit_temperature` fits the single temperature T of temperature scaling (Guo et al. 2017)
-by minimising the negative log-likelihood of ``softmax(logits / T)`` on held-out (validation)
-data; :func:`split_metrics` measures a trained classifier on its validation and test splits
-(accuracy, NLL, ECE and over-confidence), optionally after temperature scaling fitted on the
-validation split only, so that a chapter can select on ``val_*`` columns and read ``test_*`` ones
+:func:`fit_temperature` (the library's, :func:`lossbook.calibration.fit_temperature`, re-exported
+here) fits the single temperature T of temperature scaling (Guo et al. 2017) by minimising the
+negative log-likelihood of ``softmax(logits / T)`` on held-out (validation) data;
+:func:`split_metrics` measures a trained classifier on its validation and test splits (accuracy,
+NLL, ECE and over-confidence), optionally after temperature scaling fitted on the validation split
+only, so that a chapter can select on ``val_*`` columns and read ``test_*`` ones
 (see :mod:`lossbook.lab.selection`).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-from torch import Tensor, nn
+from torch import nn
+
+from ..calibration import fit_temperature
 
 __all__ = ["fit_temperature", "probability_metrics", "split_metrics"]
-
-
-def _nll_at(logits: Tensor, target: Tensor, temperature: float) -> float:
-    return float(torch.nn.functional.cross_entropy(logits / temperature, target))
-
-
-def fit_temperature(logits, target, *, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
-    """The temperature T > 0 that minimises the mean NLL of ``softmax(logits / T)`` on ``(logits, target)``.
-
-    ``logits`` has shape (N, C) and ``target`` holds class indices (N,); fit on a validation
-    split, never on the test data a verdict reads. Rule: a bounded scalar minimisation over log T in
-    ``[log bounds[0], log bounds[1]]`` (the NLL is smooth in log T); computed in float64.
-    """
-    z = torch.as_tensor(logits).detach().double().cpu()
-    y = torch.as_tensor(target).detach().long().cpu()
-    if z.ndim != 2 or y.ndim != 1 or len(z) != len(y) or len(y) == 0:
-        raise ValueError(f"fit_temperature: logits must be (N, C) and target (N,) with N ≥ 1; got shapes "
-                         f"{tuple(z.shape)} and {tuple(y.shape)}.")
-    low, high = bounds
-    if not (0 < low < high and math.isfinite(high)):
-        raise ValueError(f"fit_temperature: bounds must satisfy 0 < low < high < inf; got {bounds!r}.")
-    from scipy.optimize import minimize_scalar
-
-    res = minimize_scalar(lambda s: _nll_at(z, y, math.exp(s)), bounds=(math.log(low), math.log(high)),
-                          method="bounded", options={"xatol": 1e-6})
-    return float(math.exp(res.x))
 
 
 def probability_metrics(logits, target, *, temperature: float = 1.0, prefix: str = "", n_bins: int = 15) -> dict:
