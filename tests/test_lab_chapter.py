@@ -56,14 +56,14 @@ def test_setup_returns_the_preset_the_seeds_and_the_device(name, scale, capsys):
 
 
 def test_setup_prints_each_chapters_line():
-    """The exact lines the chapters printed before their setup moved here (their stored outputs)."""
+    """The exact lines the chapters print at book scale (their stored outputs start with them)."""
     expected = {
         "01_cross_entropy": "scale=book: 5 seeds, taus=[0.0, 0.5, 1.0, 1.5, 2.0], device=cpu",
         "02_spherical_z_loss": "scale=book: 3 seeds, device=cpu",
-        "03_sampled_softmax": "scale=book: 3 seeds, device=cpu",
-        "04_margin_losses": "scale=book: 4 seeds, 1,000 training identities × 10, 12 epochs, device=cpu",
-        "05_label_noise": "scale=book: 8 seeds, 60 epochs, symmetric noise [0.0, 0.2, 0.4, 0.6, 0.8], "
-                          "class-pair noise [0.2, 0.4], device=cpu",
+        "03_sampled_softmax": "scale=book: 10 seeds, device=cpu",
+        "04_margin_losses": "scale=book: 5 seeds, 800 training identities × 10, 10 epochs, device=cpu",
+        "05_label_noise": "scale=book: 10 seeds, 50 epochs, symmetric noise [0.0, 0.4, 0.6, 0.8], "
+                          "class-pair noise [0.4], device=cpu",
     }
     assert set(expected) == set(PRESETS)
     for name, line in expected.items():

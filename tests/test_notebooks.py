@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from html import escape
 from pathlib import Path
@@ -35,6 +36,27 @@ def _code_cells(path: Path) -> list[str]:
         for c in nb["cells"]
         if c["cell_type"] == "code" and "injected-parameters" not in c.get("metadata", {}).get("tags", [])
     ]
+
+
+def _ends_in_expression(source: str) -> bool:
+    """True when the cell's last statement is an expression (a value, a plot, a print), which
+    shows an output when run; a cell that only defines functions or names shows none."""
+    tree = ast.parse(source)
+    return bool(tree.body) and isinstance(tree.body[-1], ast.Expr)
+
+
+HIDDEN_WHEN = ("plt.subplots(", "ex.claim(", "claims_table(")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_plotting_and_claims_code_is_collapsed(chapter):
+    # Readers see the teaching code; the code that draws figures or builds claims rows is folded
+    # away (`hide-input`: one click shows it) so it does not crowd the prose.
+    nb = json.loads(chapter.read_text())
+    shown = ["".join(c["source"])[:60] for c in nb["cells"] if c["cell_type"] == "code"
+             and any(k in "".join(c["source"]) for k in HIDDEN_WHEN)
+             and not {"hide-input", "remove-input", "remove-cell"} & set(c["metadata"].get("tags", []))]
+    assert not shown, f"tag these cells hide-input: {shown}"
 
 
 def test_there_are_chapters():
@@ -77,9 +99,12 @@ def test_committed_chapter_is_a_book_scale_run(chapter):
     nb = json.loads(chapter.read_text())
     assert nb["metadata"]["papermill"]["parameters"].get("scale") == "book", "run `make notebooks`"
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    unrun = ["".join(c["source"])[:80] for c in code if c.get("execution_count") is None]
+    assert not unrun, f"code cells that were not executed: {unrun}"
     params = {"parameters", "injected-parameters"}
-    silent = [c["source"] for c in code if not c.get("outputs") and not params & set(c["metadata"].get("tags", []))]
-    assert not silent, f"code cells without output (the book would show nothing for them): {silent}"
+    silent = [c["source"] for c in code if not c.get("outputs") and not params & set(c["metadata"].get("tags", []))
+              and _ends_in_expression("".join(c["source"]))]
+    assert not silent, f"code cells that end in an expression but show no output (the book shows nothing): {silent}"
     assert not any(o.get("output_type") == "error" for c in code for o in c["outputs"])
     assert nb["metadata"].get("widgets"), "no widget state saved: the HTML would show no widgets"
     assert any("parameters" in c["metadata"].get("tags", []) for c in code)

@@ -288,7 +288,8 @@ def _observation_map(dim: int, nuisance_dim: int, observed_dim: int, world_seed:
 
 def vmf_identities(num_identities: int, samples_per_identity: int, *, dim: int = 16, kappa: float = 20.0,
                    nuisance_dim: int = 16, observed_dim: int = 64, nuisance_scale: float = 1.0,
-                   gain: float = 1.5, seed: int = 0, world_seed: int = 0, quality=None) -> Identities:
+                   gain: float = 1.5, seed: int = 0, world_seed: int = 0, quality=None,
+                   degradation: str = "contrast") -> Identities:
     r"""A synthetic identities set: K identities, n samples each, seen through a fixed non-linear map.
 
     Identity k has a mean direction μ_k uniform on the unit sphere S^{dim−1}; each of its samples
@@ -322,6 +323,19 @@ def vmf_identities(num_identities: int, samples_per_identity: int, *, dim: int =
     network *can* tell a low-quality sample from its input alone (the lost contrast), which a
     quality-aware loss needs. Without the weakening a low-quality sample would look exactly like a
     clean sample of another direction.
+    **Degradation** (used only with ``quality``). ``"contrast"`` (the default) is the model above,
+    whose identity part has norm q√dim: a network's feature norm can track quality merely by
+    passing the input's contrast on. ``"occlusion"`` holds the input's scale fixed instead: the
+    identity signal is blurred as above but not weakened, x_clean = tanh(g [√dim u, σε] A), and each
+    observed feature is then **occluded** with probability 1 − q, replaced by that feature of an
+    occluder: an observation of a random direction v (uniform on the sphere) with its own nuisance,
+    x_occ = tanh(g [√dim v, σε'] A), so an occluded feature has the same distribution as a clean one.
+    Quality is then how much of the identity signal survives, not how strong the input is: the
+    input's norm does not depend on q (its expectation is the same for every q), while a network can
+    still see that features disagree with each other. The occlusion mask, v and ε' come from the
+    quality generator after the qualities and ξ, so ``latent`` and ``quality`` equal those of
+    ``"contrast"`` for the same arguments.
+
     ``latent`` holds u and ``quality`` the q_i. The qualities and ξ come from a separate generator
     (``numpy.random.SeedSequence(seed, spawn_key=(1,))``), so ``centres``, the clean draws z and the
     nuisance factors are those of the call without ``quality``: calling again with ``quality=None``
@@ -338,6 +352,9 @@ def vmf_identities(num_identities: int, samples_per_identity: int, *, dim: int =
         raise ValueError(f"{name}: kappa (the concentration) must be > 0; got {kappa}.")
     if nuisance_scale < 0:
         raise ValueError(f"{name}: nuisance_scale must be ≥ 0; got {nuisance_scale}.")
+    if degradation not in ("contrast", "occlusion"):
+        raise ValueError(f"{name}: degradation must be 'contrast' (the identity signal weakened by q) or "
+                         f"'occlusion' (features occluded with probability 1 − q); got {degradation!r}.")
     q_given, q_range = _quality_values(name, quality, num_identities * samples_per_identity)
     rng = np.random.default_rng(seed)
     k, n = num_identities, samples_per_identity
@@ -362,8 +379,18 @@ def vmf_identities(num_identities: int, samples_per_identity: int, *, dim: int =
         xi /= np.linalg.norm(xi, axis=1, keepdims=True)
         latent = q[:, None] * latent + np.sqrt(1.0 - q**2)[:, None] * xi
     a = _observation_map(dim, nuisance_dim, observed_dim, world_seed)
-    full = torch.from_numpy(np.concatenate([math.sqrt(dim) * q[:, None] * latent, nuisance], axis=1))
-    x = torch.tanh(gain * full @ a)
+    if quality is not None and degradation == "occlusion":
+        full = torch.from_numpy(np.concatenate([math.sqrt(dim) * latent, nuisance], axis=1))
+        x = torch.tanh(gain * full @ a)
+        keep = torch.from_numpy(q_rng.random((k * n, observed_dim)) < q[:, None])
+        v = q_rng.standard_normal((k * n, dim))
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        occluder = np.concatenate([math.sqrt(dim) * v, nuisance_scale * q_rng.standard_normal((k * n, nuisance_dim))],
+                                  axis=1)
+        x = torch.where(keep, x, torch.tanh(gain * torch.from_numpy(occluder) @ a))
+    else:
+        full = torch.from_numpy(np.concatenate([math.sqrt(dim) * q[:, None] * latent, nuisance], axis=1))
+        x = torch.tanh(gain * full @ a)
     y = torch.arange(k).repeat_interleave(n)
     return Identities(x.float(), y, torch.from_numpy(centres), torch.from_numpy(latent), torch.from_numpy(q))
 
