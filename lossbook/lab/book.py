@@ -524,7 +524,8 @@ def claims_html(claims: pd.DataFrame, *, bibliography: str | None = "../bibliogr
 
 def claims_filter_html(claims: pd.DataFrame) -> str:
     """Two drop-down filters (chapter, verdict) for the blocks of :func:`claims_html` on the same
-    page, with a count of the claims shown. Without JavaScript the controls stay hidden and every
+    page, with a count of the claims shown (first counted once the page has loaded, since the
+    blocks usually follow the filter). Without JavaScript the controls stay hidden and every
     claim shows: the page degrades to the plain list."""
     from html import escape
 
@@ -542,7 +543,9 @@ def claims_filter_html(claims: pd.DataFrame) -> str:
         "document.querySelectorAll('.lossbook-claim').forEach(function(b){var ok=(!want.chapter||"
         "b.dataset.chapter===want.chapter)&&(!want.verdict||b.dataset.verdict===want.verdict);"
         "b.style.display=ok?'':'none';if(ok)n++;});out.textContent=n+' claim(s) shown';}"
-        "sel.forEach(function(s){s.addEventListener('change',apply);});apply();})();</script>")
+        "sel.forEach(function(s){s.addEventListener('change',apply);});"
+        "if(document.readyState==='loading'){document.addEventListener('DOMContentLoaded',apply);}else{apply();}"
+        "})();</script>")
     return (f'<div class="lossbook-filter" style="display:none;margin:0.5em 0">{controls}'
             f'<span class="lossbook-count"></span></div>{script}')
 
