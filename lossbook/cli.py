@@ -5,6 +5,7 @@
     lossbook claims [DIR]
     lossbook provenance [CHAPTER ...] [--backfill [--force]]
     lossbook build
+    lossbook api [--write PATH]
 """
 
 from __future__ import annotations
@@ -127,6 +128,18 @@ def _build(args) -> int:
     return subprocess.run([jb, "build", str(root), "-W", "-n", "--keep-going"], check=False).returncode
 
 
+def _api(args) -> int:
+    from .lab.apidoc import api_markdown
+
+    text = api_markdown()
+    if args.write is None:
+        print(text, end="")
+        return 0
+    Path(args.write).write_text(text)
+    print(f"lossbook api: wrote {args.write} ({text.count(chr(10))} lines)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .lab.book import SCALES
 
@@ -163,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     pb = sub.add_parser("build", help="build the HTML book (jupyter-book v1, warnings as errors)")
     pb.add_argument("--all", action="store_true", help="clean the build folder first")
     pb.set_defaults(func=_build)
+
+    pa = sub.add_parser("api", help="print (or --write) the book's API reference page, generated from the "
+                                    "registry and the docstrings")
+    pa.add_argument("--write", metavar="PATH", help="write the page to PATH (the book's is api.md)")
+    pa.set_defaults(func=_api)
 
     args = p.parse_args(argv)
     return args.func(args)

@@ -49,11 +49,30 @@ from .experiments import (
     claim_columns,
 )
 
-__all__ = ["SCALES", "repo_root", "chapters", "resolve_chapters", "run_chapter", "ChapterError",
-           "collect_claims", "claims_html", "claims_filter_html", "verdict_digest", "bibliography_anchor",
-           "clean_metadata", "code_sources", "code_sha256",
-           "lossbook_revision", "run_record", "write_run_record", "read_run_record", "check_run_record",
-           "backfill_run_record", "rerun_command", "PROVENANCE_TAG"]
+__all__ = [
+    "PROVENANCE_TAG",
+    "SCALES",
+    "ChapterError",
+    "backfill_run_record",
+    "bibliography_anchor",
+    "chapters",
+    "check_run_record",
+    "claims_filter_html",
+    "claims_html",
+    "clean_metadata",
+    "code_sha256",
+    "code_sources",
+    "collect_claims",
+    "lossbook_revision",
+    "read_run_record",
+    "repo_root",
+    "rerun_command",
+    "resolve_chapters",
+    "run_chapter",
+    "run_record",
+    "verdict_digest",
+    "write_run_record",
+]
 
 SCALES = ("smoke", "book", "paper")
 _CHAPTER = re.compile(r"^[0-9][0-9]_.*\.ipynb$")
