@@ -34,8 +34,15 @@ def first_paragraph(obj) -> str:
     doc = inspect.getdoc(obj) or ""
     text = " ".join(doc.strip().split("\n\n")[0].split())
     text = _ROLE.sub(lambda m: f"`{m.group(1)}`", text)
-    text = text.replace("``", "`").replace("$", r"\$")
-    return text
+    return _escape(text.replace("``", "`"))
+
+
+def _escape(text: str) -> str:
+    return text.replace("$", r"\$")
+
+
+def _cite(paper: str | None) -> str:
+    return f" · {{cite:t}}`{paper}`" if paper else ""
 
 
 def _signature(name: str, obj) -> str:
@@ -65,15 +72,12 @@ def _losses() -> list[str]:
     intro = ("Every loss takes `(input, target)` with torch's keyword arguments; the Module form comes from "
              "`lossbook.get_loss(name, **hyper_parameters)`.")
     out = ["## Registered losses", "", intro, ""]
-    for name in list_losses():
-        info = loss_info(name)
+    for info in map(loss_info, list_losses()):
         module = f" · Module `{info.module_name}`" if info.module_name else ""
-        paper = f" · {{cite:t}}`{info.paper}`" if info.paper else ""
         hyper = ", ".join(f"{k}={v!r}" for k, v in info.hyperparameters.items())
-        out += [f"### `{name}`", "",
-                f"`{info.function_name}` · family `{info.family}`{module}{paper}", "",
-                "$$", info.formula, "$$", "",
-                info.summary.replace("$", r"\$") + (f" Hyper-parameters: `{hyper}`." if hyper else ""), ""]
+        hyper = f" Hyper-parameters: `{hyper}`." if hyper else ""
+        where = f"`{info.function_name}` · family `{info.family}`{module}{_cite(info.paper)}"
+        out += [f"### `{info.name}`", "", where, "", "$$", info.formula, "$$", "", _escape(info.summary) + hyper, ""]
     return out
 
 
@@ -83,11 +87,8 @@ def _methods() -> list[str]:
     intro = ("Heads, layers, margin transforms, samplers, calibrators and the other registered objects that "
              "are not losses.")
     out = ["## Registered methods", "", intro, ""]
-    for name in list_methods():
-        info = method_info(name)
-        paper = f" · {{cite:t}}`{info.paper}`" if info.paper else ""
-        summary = info.summary.replace("$", r"\$")
-        out += [f"* `{info.path}` ({info.kind}, family `{info.family}`){paper}: {summary}"]
+    out += [f"* `{info.path}` ({info.kind}, family `{info.family}`){_cite(info.paper)}: {_escape(info.summary)}"
+            for info in map(method_info, list_methods())]
     return out + [""]
 
 
