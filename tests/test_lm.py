@@ -32,3 +32,27 @@ def test_training_beats_chance_and_is_reproducible(chain_data, output):
     assert a["top1"] <= a["top5"] <= a["top20"] <= 1.0
     assert a["top20"] > 3 * 20 / 200  # chance is 10%
     assert a["steps"] == 2 * -(-len(train[0]) // 128)
+
+
+def test_named_evaluation_sets_are_read_from_one_training_run(chain_data):
+    """A dict of sets is evaluated after the same training: each set's accuracies equal those of a
+    run that evaluates that set alone, under its name's prefix."""
+    train, test = chain_data
+    half = (test[0][: len(test[0]) // 2], test[1][: len(test[1]) // 2])
+    cfg = LMConfig(output="z_loss", context=2, embedding=16, hidden=32, epochs=1, lr=0.1)
+    both = train_ngram_lm(train, {"val": half, "test": test}, 200, cfg, seed=0, ks=(1, 5), device="cpu",
+                          progress=False)
+    alone = train_ngram_lm(train, test, 200, cfg, seed=0, ks=(1, 5), device="cpu", progress=False)
+    assert {k: both[f"test_{k}"] for k in ("top1", "top5")} == {k: alone[k] for k in ("top1", "top5")}
+    assert set(both) >= {"val_top1", "val_top5", "test_top1", "test_top5", "steps", "ms_per_step"}
+    assert "top1" not in both
+    with pytest.raises(ValueError, match="non-empty dict"):
+        train_ngram_lm(train, {}, 200, cfg, device="cpu", progress=False)
+
+
+def test_a_diverging_run_reports_zero_on_every_named_set(chain_data):
+    train, test = chain_data
+    cfg = LMConfig(output="squared_error", context=2, embedding=16, hidden=32, epochs=1, lr=1e3)
+    out = train_ngram_lm(train, {"val": test, "test": test}, 200, cfg, seed=0, ks=(1, 5), device="cpu",
+                         progress=False, raise_on_divergence=False)
+    assert out["diverged"] and out["val_top1"] == out["test_top5"] == 0.0

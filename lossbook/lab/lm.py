@@ -52,10 +52,15 @@ def topk_accuracy_curve(top_idx: Tensor, target: Tensor, ks) -> dict[int, float]
     return {int(k): float(cum[:, k - 1].mean()) for k in ks}
 
 
-def train_ngram_lm(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], vocab_size: int, cfg: LMConfig, *,
-                   seed: int = 0, ks=(1, 5, 20, 100), device="auto", progress: bool | None = None,
-                   raise_on_divergence: bool = True) -> dict:
+def train_ngram_lm(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor] | dict[str, tuple[Tensor, Tensor]],
+                   vocab_size: int, cfg: LMConfig, *, seed: int = 0, ks=(1, 5, 20, 100), device="auto",
+                   progress: bool | None = None, raise_on_divergence: bool = True) -> dict:
     """Train the n-gram model with ``cfg.output`` and return test top-k accuracies and timings.
+
+    ``test`` is one evaluation set ``(contexts, targets)``, whose accuracies come back as
+    ``top{k}``, or a dict of named sets, e.g. ``{"val": ..., "test": ...}``, whose accuracies come
+    back as ``{name}_top{k}``: one training run, read on a validation and a test split. The result
+    also has ``steps``, ``ms_per_step`` (training steps only, evaluation excluded) and ``diverged``.
 
     Both kinds of output layer are trained by plain SGD at ``cfg.lr`` together with the network
     below, so the comparison isolates the loss (and the factored layer's exactness makes its
@@ -66,6 +71,13 @@ def train_ngram_lm(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], vo
     """
     from tqdm.auto import tqdm
 
+    if isinstance(test, dict):
+        if not test:
+            raise ValueError("train_ngram_lm: test must be (contexts, targets) or a non-empty dict of named sets, "
+                             "e.g. {'val': val, 'test': test}.")
+        prefixes, sets = [f"{name}_" for name in test], list(test.values())
+    else:
+        prefixes, sets = [""], [test]
     dev = get_device(device)
     set_seed(seed)
     enc = NgramEncoder(vocab_size, cfg.context, embedding=cfg.embedding, hidden=cfg.hidden).to(dev)
@@ -111,20 +123,22 @@ def train_ngram_lm(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], vo
                         f"(now {cfg.lr})."
                     )
                 bar.close()
-                return {**{f"top{k}": 0.0 for k in ks}, "steps": steps, "ms_per_step": float("nan"),
-                        "diverged": True}
+                return {**{f"{prefix}top{k}": 0.0 for prefix in prefixes for k in ks}, "steps": steps,
+                        "ms_per_step": float("nan"), "diverged": True}
     bar.close()
     enc.eval()
     k_max = max(ks)
+    out = {}
     with torch.no_grad():
-        tops = []
-        for i in range(0, len(test[0]), 2048):
-            h = enc(test[0][i : i + 2048].to(dev))
-            if cfg.output == "softmax":
-                tops.append(head(h).topk(k_max, dim=1).indices)
-            else:
-                tops.append(head.topk(h, k_max)[1])
-        top = torch.cat(tops).cpu()
-    out = {f"top{k}": v for k, v in topk_accuracy_curve(top, test[1].cpu(), ks).items()}
+        for prefix, (contexts, targets) in zip(prefixes, sets):
+            tops = []
+            for i in range(0, len(contexts), 2048):
+                h = enc(contexts[i : i + 2048].to(dev))
+                if cfg.output == "softmax":
+                    tops.append(head(h).topk(k_max, dim=1).indices)
+                else:
+                    tops.append(head.topk(h, k_max)[1])
+            top = torch.cat(tops).cpu()
+            out.update({f"{prefix}top{k}": v for k, v in topk_accuracy_curve(top, targets.cpu(), ks).items()})
     out.update({"steps": steps, "ms_per_step": 1e3 * t_train / max(steps, 1), "diverged": False})
     return out
