@@ -361,3 +361,50 @@ def test_provenance_command_checks_and_backfills(repo, monkeypatch, capsys):
     assert "05_demo: current: scale=book" in capsys.readouterr().out
     assert cli.main(["provenance", "--backfill", "05"]) == 0  # a record is left as it is
     assert "has a run record; left as it is" in capsys.readouterr().out
+
+
+class _MissedWakeSocket:
+    """A socket whose event-loop wait never wakes (the lost edge), while a level-triggered check
+    (poll(0)) sees the message once it has arrived, after ``arrives_after`` checks."""
+
+    def __init__(self, arrives_after: int):
+        self.checks, self.arrives_after, self.waits = 0, arrives_after, 0
+
+    async def poll(self, timeout_ms):
+        import asyncio
+
+        if timeout_ms == 0:
+            self.checks += 1
+            return int(self.checks > self.arrives_after)
+        self.waits += 1
+        await asyncio.sleep(timeout_ms / 1000)
+        return 0
+
+
+class _Channel:
+    def __init__(self, socket):
+        self.socket = socket
+
+    async def _recv(self):
+        return {"msg_type": "execute_reply"}
+
+
+def test_sliced_get_msg_reads_a_message_whose_wake_up_was_lost(monkeypatch):
+    import asyncio
+    from queue import Empty
+
+    monkeypatch.setattr(book, "POLL_SLICE_S", 0.01)
+    socket = _MissedWakeSocket(arrives_after=3)
+    msg = asyncio.run(book._sliced_get_msg(_Channel(socket), timeout=None))
+    assert msg == {"msg_type": "execute_reply"} and socket.waits == 3
+    with pytest.raises(Empty):  # nothing arrives: the timeout still holds
+        asyncio.run(book._sliced_get_msg(_Channel(_MissedWakeSocket(arrives_after=10**9)), timeout=0.05))
+
+
+def test_reliable_kernel_channels_patches_only_inside_the_block():
+    from jupyter_client.channels import AsyncZMQSocketChannel
+
+    before = AsyncZMQSocketChannel.get_msg
+    with book.reliable_kernel_channels():
+        assert AsyncZMQSocketChannel.get_msg is book._sliced_get_msg
+    assert AsyncZMQSocketChannel.get_msg is before

@@ -65,6 +65,7 @@ __all__ = [
     "collect_claims",
     "lossbook_revision",
     "read_run_record",
+    "reliable_kernel_channels",
     "repo_root",
     "rerun_command",
     "resolve_chapters",
@@ -405,6 +406,52 @@ def backfill_run_record(path: Path | str, *, force: bool = False) -> dict:
     return record
 
 
+#: Seconds a kernel-channel wait sleeps in one go before it checks the socket again (see
+#: :func:`reliable_kernel_channels`).
+POLL_SLICE_S = 1.0
+
+
+async def _sliced_get_msg(self, timeout: float | None = None) -> dict:
+    """``jupyter_client``'s asyncio ``get_msg``, waiting in slices of :data:`POLL_SLICE_S` with a
+    level-triggered check of the socket (``poll(0)``) before each slice, so a message whose
+    wake-up the event loop missed is read within a slice instead of never."""
+    from queue import Empty
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if await self.socket.poll(0):
+            return await self._recv()
+        left = POLL_SLICE_S if deadline is None else min(POLL_SLICE_S, deadline - time.monotonic())
+        if left <= 0:
+            raise Empty
+        if await self.socket.poll(int(left * 1000)):
+            return await self._recv()
+
+
+class reliable_kernel_channels:  # noqa: N801 (a context manager used like a function)
+    """Within the ``with`` block, papermill's kernel client reads its channels with
+    :func:`_sliced_get_msg`.
+
+    jupyter_client's asyncio channels wait for a message on the socket's edge-triggered file
+    descriptor; on this project's busy 2-core machine a chapter run now and then hung for good on a
+    cell the kernel had finished, kernel and client both idle (seen with ipykernel 7.4 and 6.31):
+    the wake-up was lost while the message waited in the socket. Checking the socket itself once a
+    second ends such a wait; messages that do wake the loop are read as before.
+    """
+
+    def __enter__(self):
+        from jupyter_client.channels import AsyncZMQSocketChannel
+
+        self._saved = AsyncZMQSocketChannel.get_msg
+        AsyncZMQSocketChannel.get_msg = _sliced_get_msg
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from jupyter_client.channels import AsyncZMQSocketChannel
+
+        AsyncZMQSocketChannel.get_msg = self._saved
+
+
 def run_chapter(src: Path, dst: Path, *, scale: str = "smoke", seed: int = 0, device: str = "auto",
                 extra: dict | None = None, timeout: int = 600) -> RunResult:
     """Execute one chapter with papermill into ``dst`` and return how long it took.
@@ -446,8 +493,9 @@ def run_chapter(src: Path, dst: Path, *, scale: str = "smoke", seed: int = 0, de
     revision = lossbook_revision()  # the lossbook the kernel will import, taken before it runs
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3",
-                            progress_bar=False, cwd=str(dst.parent), execution_timeout=timeout)
+        with reliable_kernel_channels():
+            pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3",
+                                progress_bar=False, cwd=str(dst.parent), execution_timeout=timeout)
     except pm.PapermillExecutionError as exc:
         try:  # the source's record, copied along, does not describe these outputs
             write_run_record(dst, None)
