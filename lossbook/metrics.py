@@ -36,6 +36,7 @@ __all__ = [
     "ndcg_at_k",
     "nll",
     "pair_scores",
+    "precision_at_k",
     "recall_at_k",
     "reliability_table",
     "tar_at_far",
@@ -636,3 +637,21 @@ def ndcg_at_k(scores, relevant, k: int = 20, *, exclude=None) -> float:
     if k < 1:
         raise ValueError(f"ndcg_at_k: k must be ≥ 1; got {k}.")
     return float(ndcg_score(truth.astype(np.float64), s, k=k, ignore_ties=True))
+
+
+def precision_at_k(scores, positives, k: int = 1) -> float:
+    """Mean over queries of |top-k ∩ positives| / k, the extreme-classification P@k.
+
+    ``scores`` (queries, labels); ``positives`` (queries, labels) bool, each query's relevant labels.
+    Ties in the scores are broken by label index.
+    """
+    s, pos = to_numpy(scores), to_numpy(positives)
+    if s.ndim != 2:
+        raise ValueError(f"precision_at_k: scores must be (queries, labels); got shape {s.shape}.")
+    if pos.shape != s.shape or pos.dtype != np.bool_:
+        raise ValueError(f"precision_at_k: positives must be a bool matrix of the scores' shape {s.shape}; got "
+                         f"{pos.dtype} of shape {pos.shape} (use positives.bool()).")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= s.shape[1]:
+        raise ValueError(f"precision_at_k: k must be an int in [1, {s.shape[1]}]; got {k!r}.")
+    top = np.argsort(-s.astype(np.float64), axis=1, kind="stable")[:, :k]
+    return float(np.take_along_axis(pos, top, axis=1).sum(1).mean() / k)

@@ -444,3 +444,50 @@ def test_digits_identities_to_device(device):
 def test_digits_identities_errors(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         data.digits_identities(**kwargs)
+
+
+def test_multilabel_queries_shapes_counts_and_reproducibility():
+    from lossbook.lab.data import multilabel_queries
+
+    q = multilabel_queries(50, 200, dim=8, input_dim=12, feature_dim=6, max_positives=4, seed=3)
+    assert q.num_labels == 50 and q.num_features == 12 and q.label_features.shape == (50, 6)
+    sizes = [len(t) for t in (q.x_train, q.x_val, q.x_test)]
+    assert sizes == [140, 30, 30]
+    for x, pos in ((q.x_train, q.positives_train), (q.x_val, q.positives_val), (q.x_test, q.positives_test)):
+        assert x.dtype == torch.float32 and pos.dtype == torch.bool and pos.shape == (len(x), 50)
+        counts = pos.sum(1)
+        assert counts.min() >= 1 and counts.max() <= 4
+    assert 1.5 < q.mean_positives() < 3.5  # uniform on {1, …, 4}: mean 2.5
+    again = multilabel_queries(50, 200, dim=8, input_dim=12, feature_dim=6, max_positives=4, seed=3)
+    assert torch.equal(q.x_test, again.x_test) and torch.equal(q.positives_train, again.positives_train)
+    assert not torch.equal(q.x_test, multilabel_queries(50, 200, dim=8, input_dim=12, feature_dim=6,
+                                                        max_positives=4, seed=4).x_test)
+
+
+def test_multilabel_queries_carry_their_labels():
+    """Without noise, a query's latent vector scores its positives above every other label, so the
+    query features (a linear map of it) determine the positives: the best linear read-out of the
+    embeddings from the features ranks the positives first."""
+    from lossbook.lab.data import multilabel_queries
+
+    q = multilabel_queries(40, 300, dim=16, input_dim=32, max_positives=3, noise=0.0, seed=0)
+    x = q.x_train.double()
+    latent = q.positives_train.double() @ q.label_embeddings / q.positives_train.sum(1, keepdim=True).double().sqrt()
+    read_out = torch.linalg.lstsq(x, latent).solution
+    scores = (x @ read_out) @ q.label_embeddings.T
+    top = scores.topk(1, dim=1).indices
+    assert q.positives_train.gather(1, top).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_labels": 1}, "num_labels must be an int"),
+    ({"max_positives": 100}, "cannot exceed num_labels"),
+    ({"noise": -1.0}, "must be ≥ 0"),
+    ({"fractions": (0.5, 0.5)}, "three positive numbers"),
+])
+def test_multilabel_queries_rejects_bad_arguments(kwargs, match):
+    from lossbook.lab.data import multilabel_queries
+
+    args = {"num_labels": 20, "num_queries": 100} | kwargs
+    with pytest.raises(ValueError, match=match):
+        multilabel_queries(args.pop("num_labels"), args.pop("num_queries"), **args)

@@ -162,3 +162,19 @@ def test_confusion_matrix_against_manual_count():
 def test_bad_inputs_raise_value_error(fn, args, kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         fn(*args, **kwargs)
+
+
+def test_precision_at_k_against_a_loop():
+    from lossbook.metrics import precision_at_k
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(30, 12, generator=g)
+    positives = torch.rand(30, 12, generator=g) < 0.3
+    for k in (1, 3, 12):
+        expected = np.mean([positives[i, scores[i].argsort(descending=True)[:k]].sum().item() / k for i in range(30)])
+        assert precision_at_k(scores, positives, k) == pytest.approx(expected)
+    assert precision_at_k(scores, positives, 12) == pytest.approx(positives.float().mean().item())
+    with pytest.raises(ValueError, match="bool matrix"):
+        precision_at_k(scores, positives.int(), 1)
+    with pytest.raises(ValueError, match="k must be an int"):
+        precision_at_k(scores, positives, 13)

@@ -30,6 +30,7 @@ __all__ = [
     "GaussianMixture",
     "Identities",
     "Interactions",
+    "MultiLabelQueries",
     "QualitySamples",
     "Splits",
     "asymmetric_noise",
@@ -37,6 +38,7 @@ __all__ = [
     "latent_factor_interactions",
     "load_digits",
     "long_tail",
+    "multilabel_queries",
     "symmetric_noise",
     "vmf_identities",
 ]
@@ -595,3 +597,82 @@ def latent_factor_interactions(num_users: int, num_items: int, *, per_user: int 
     chosen = chosen.gather(1, order)
     n_train = per_user - test_per_user
     return Interactions(chosen[:, :n_train].contiguous(), chosen[:, n_train:].contiguous(), pop, users, items, scale)
+
+
+@dataclass(frozen=True)
+class MultiLabelQueries:
+    """What :func:`multilabel_queries` returns.
+
+    ``x_<split>`` (n, input_dim) float32 query features and ``positives_<split>`` (n, L) bool, each
+    query's relevant labels, for ``train``, ``val`` and ``test``; ``label_features`` (L, feature_dim)
+    float32, what a label encoder sees of each label; ``label_embeddings`` (L, dim) float64, the
+    unit vectors behind both.
+    """
+
+    x_train: Tensor
+    positives_train: Tensor
+    x_val: Tensor
+    positives_val: Tensor
+    x_test: Tensor
+    positives_test: Tensor
+    label_features: Tensor
+    label_embeddings: Tensor
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.label_features.shape[0])
+
+    @property
+    def num_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    def mean_positives(self) -> float:
+        """The mean number of positive labels per training query."""
+        return float(self.positives_train.sum(1).double().mean())
+
+
+def multilabel_queries(num_labels: int, num_queries: int, *, dim: int = 32, input_dim: int = 64,
+                       feature_dim: int = 32, max_positives: int = 10, noise: float = 0.5,
+                       feature_noise: float = 0.3, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> MultiLabelQueries:
+    r"""Synthetic extreme multi-label classification with known label embeddings.
+
+    Label l has a unit embedding e_l ∈ R^dim; its *features* (what a dual encoder's label side
+    reads) are e_l through a fixed random map to R^feature_dim (entries N(0, 1/feature_dim)) plus
+    N(0, feature_noise²/feature_dim) noise. A query has |P| positives, |P| uniform on {1, …, max_positives}, drawn without
+    replacement; its latent vector is Σ_{l∈P} e_l/√|P| plus N(0, noise²/dim) noise, and its
+    features are that vector through a fixed random map to R^input_dim (entries N(0, 1)). The queries are split by
+    ``fractions`` into train, validation and test. Reproducible from ``seed``.
+    """
+    name = "multilabel_queries"
+    for arg, v, low in (("num_labels", num_labels, 2), ("num_queries", num_queries, 3), ("dim", dim, 1),
+                        ("input_dim", input_dim, 1), ("feature_dim", feature_dim, 1),
+                        ("max_positives", max_positives, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name}: {arg} must be an int ≥ {low}; got {v!r}.")
+    if max_positives > num_labels:
+        raise ValueError(f"{name}: max_positives ({max_positives}) cannot exceed num_labels ({num_labels}).")
+    if noise < 0 or feature_noise < 0:
+        raise ValueError(f"{name}: noise and feature_noise must be ≥ 0; got {noise} and {feature_noise}.")
+    fr = tuple(float(f) for f in fractions)
+    if len(fr) != 3 or min(fr) <= 0 or abs(sum(fr) - 1) > 1e-9:
+        raise ValueError(f"{name}: fractions must be three positive numbers summing to 1 (train, val, test); "
+                         f"got {fractions!r}.")
+    g = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+    emb = torch.nn.functional.normalize(torch.randn(num_labels, dim, generator=g, dtype=f64), dim=1)
+    to_features = torch.randn(dim, feature_dim, generator=g, dtype=f64) / math.sqrt(feature_dim)
+    features = emb @ to_features + feature_noise / math.sqrt(feature_dim) * torch.randn(
+        num_labels, feature_dim, generator=g, dtype=f64)
+    counts = torch.randint(1, max_positives + 1, (num_queries,), generator=g)
+    ranks = torch.rand(num_queries, num_labels, generator=g, dtype=f64).argsort(dim=1).argsort(dim=1)
+    positives = ranks < counts[:, None]
+    latent = positives.to(f64) @ emb / counts[:, None].to(f64).sqrt()
+    latent = latent + noise / math.sqrt(dim) * torch.randn(num_queries, dim, generator=g, dtype=f64)
+    x = latent @ torch.randn(dim, input_dim, generator=g, dtype=f64)  # coordinates of about unit variance
+    n_train = int(round(fr[0] * num_queries))
+    n_val = max(1, int(round(fr[1] * num_queries)))
+    if n_train < 1 or n_train + n_val >= num_queries:
+        raise ValueError(f"{name}: num_queries={num_queries} is too few for fractions {fractions!r}.")
+    cuts = (slice(0, n_train), slice(n_train, n_train + n_val), slice(n_train + n_val, num_queries))
+    parts = [(x[c].float().contiguous(), positives[c].contiguous()) for c in cuts]
+    return MultiLabelQueries(*parts[0], *parts[1], *parts[2], features.float(), emb)
