@@ -9,7 +9,7 @@ JOBS ?= 2
 # require.js and the ipywidgets HTML manager for the offline book (see the rule below)
 WEB_ASSETS := .web-assets
 
-.PHONY: setup test test-forced test-lib test-notebooks test-golden test-golden-forced test-browser book notebooks golden clean
+.PHONY: setup test test-forced test-lib test-notebooks test-golden test-golden-forced test-browser test-lab book notebooks golden clean
 
 setup: $(VENV)/.installed $(WEB_ASSETS)/VERSIONS.json
 
@@ -62,6 +62,12 @@ book: setup
 # Needs `make book` first and a system Chromium (Debian: apt-get install chromium).
 test-browser: setup
 	$(BIN)/python tests/browser/check_book.py
+
+# Every chapter's widget live in JupyterLab: a local server (random token), headless Chromium with the
+# network blocked; each chapter's cells up to its widget run at scale="smoke" in a temporary copy, every
+# slider and dropdown is moved once and the plot must change (each redraw's time is printed).
+test-lab: setup
+	$(BIN)/python tests/browser/check_lab.py
 
 # Re-run every chapter at book scale into notebooks/ (what the rendered book shows).
 notebooks: setup

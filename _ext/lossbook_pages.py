@@ -21,6 +21,10 @@ It also keeps the browser console clean: sphinx-thebe registers its configuratio
 ``const`` declared twice is a SyntaxError on every page), so repeated scripts are dropped from each
 page; and the theme's ``default_mode`` is set in ``html_context`` ("auto"), without which pydata-sphinx-theme logs
 "Got invalid theme mode" on every page.
+
+The Binder/Colab launch buttons of ``_config.yml``'s ``launch_buttons:`` are kept only while
+``repository: url:`` names a repository: with an empty url sphinx-book-theme fails the build, and with no
+``repository:`` Jupyter Book fills in its own repository, so the buttons would launch the wrong one.
 """
 
 from __future__ import annotations
@@ -157,6 +161,18 @@ def _theme_mode(app, config) -> None:
     config.html_context = context
 
 
+# What Jupyter Book 1.x puts in ``repository.url`` when _config.yml has no ``repository:``.
+_JB_DEFAULT_REPOSITORY = "https://github.com/executablebooks/jupyter-book"
+
+
+def _launch_buttons(app, config) -> None:
+    options = dict(config.html_theme_options or {})
+    url = str(options.get("repository_url") or "").strip().rstrip("/")
+    if options.get("launch_buttons") and url in ("", _JB_DEFAULT_REPOSITORY):
+        options["launch_buttons"] = {}
+        config.html_theme_options = options
+
+
 def _unique_scripts(app, pagename, templatename, context, doctree) -> None:
     scripts = context.get("script_files")
     if not scripts:
@@ -211,6 +227,7 @@ def _copy_assets(app, exception) -> None:
 def setup(app):
     app.connect("config-inited", _configure, priority=900)
     app.connect("config-inited", _theme_mode, priority=900)
+    app.connect("config-inited", _launch_buttons, priority=900)
     app.connect("html-page-context", _unique_scripts, priority=900)
     app.connect("builder-inited", _check_assets)
     app.connect("build-finished", _copy_assets)
