@@ -23,8 +23,6 @@ of a process that only imported torch and lossbook. Results go to
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from lossbook.lab.benchmark import output_layer_step, peak_memory_mb, time_step
+from lossbook.lab.benchmark import Log, machine_line, output_layer_step, peak_memory_mb, save_results, time_step
 from lossbook.margin import CosFace
 from lossbook.sampled import PartialFC, SampledSoftmaxLayer
 
@@ -96,15 +94,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     names = method_names(args.S, args.rates, not args.no_full_margin)
-    lines: list[str] = []
-
-    def say(text: str) -> None:
-        print(text, flush=True)
-        lines.append(text)
-
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    say(f"device={device} {gpu} torch={torch.__version__} threads={torch.get_num_threads()} "
-        f"cpu={platform.processor() or platform.machine()} d={args.d} m={args.m}")
+    lines = Log()
+    say = lines.say
+    say(f"{machine_line(device)} d={args.d} m={args.m}")
     rows = []
     width = max(14, *(len(n) for n in names))
     for D in args.D:
@@ -130,14 +122,7 @@ def main(argv=None) -> int:
             for k in active:
                 if k.startswith("pfc_"):
                     say(f"{k} vs the full CosFace head: {ms['margin_full'] / ms[k]:.2f}x")
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"sampled_step_{device.type}"
-    stem.with_suffix(".txt").write_text("\n".join(lines) + "\n")
-    stem.with_suffix(".json").write_text(json.dumps(
-        {"device": str(device), "gpu": gpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
-         "cpu": platform.processor() or platform.machine(), "rows": rows}, indent=1))
-    print(f"\nwrote {stem.with_suffix('.txt')} and .json")
+    save_results(args.out_dir, "sampled_step", device, lines, rows)
     return 0
 
 

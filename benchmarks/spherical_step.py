@@ -30,6 +30,15 @@ imported torch (so each number is the method's own footprint).
     python benchmarks/spherical_step.py --device cuda --D 1000000 --m 1024
     python benchmarks/spherical_step.py --quick               # small grid, a few minutes
     python benchmarks/spherical_step.py --quick --threads 1   # every method on one thread (a busy machine)
+    python benchmarks/spherical_step.py --flops --D 100000 --d 256   # the factored step against its flop bound
+
+--flops prints, instead of the comparison, the factored step's flop bound: its matrix products'
+multiply-adds counted from their shapes (lossbook.lab.benchmark.count_flops; the forward and the
+exact update, elementwise work and the rare O(d³) inverses not counted), the rate it achieves
+(GFLOP/s = 2·multiply-adds / time), the rates of two plain matrix products in the layer's dtype
+measured in the same alternating rounds, a square (d+1)×(d+1) one and an (m×(d+1))·((d+1)×(d+1))
+one (the step's commonest shape), and the ratios: how many times the step's time exceeds that of
+its arithmetic at each product's rate, with the process's threads and with one.
 """
 
 from __future__ import annotations
@@ -45,7 +54,54 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lossbook.lab.benchmark import OUTPUT_LAYER_METHODS as METHODS
-from lossbook.lab.benchmark import output_layer_step, peak_memory_mb, round_ratios, time_interleaved, time_step
+from lossbook.lab.benchmark import (
+    count_flops,
+    matmul_step,
+    output_layer_step,
+    peak_memory_mb,
+    round_ratios,
+    time_interleaved,
+    time_step,
+)
+
+
+def flop_bound(args) -> int:
+    """The --flops table (see the module docstring)."""
+    rows = []
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"cpu={platform.processor() or platform.machine()} m={args.m} dtype={torch.get_default_dtype()}")
+    print("GFLOP/s: the factored step's (2 × its counted multiply-adds / its median time), a square (d+1)² product's")
+    print("('sq') and an (m×(d+1))·((d+1)×(d+1)) product's ('md²', the step's commonest shape); 'x' = product rate /")
+    print("step rate, i.e. how many times the step's time exceeds that of its arithmetic at the product's rate")
+    print(f"{'D':>9} {'d':>4} {'threads':>7} {'M mul-add':>9} {'ms/step':>8} {'GFLOP/s':>8} {'sq GFLOP/s':>10} "
+          f"{'x sq':>6} {'md² GFLOP/s':>11} {'x md²':>6}")
+    for d in args.d:
+        for D in args.D:
+            step = output_layer_step("factored", D, d, args.m, args.device)
+            step()
+            flops = count_flops(step)
+            sq, sq_flops = matmul_step(d + 1, args.device)
+            md, md_flops = matmul_step(d + 1, args.device, m=args.m)
+            t = time_interleaved({"factored": step, "sq": sq, "md": md, "factored/1t": step, "sq/1t": sq, "md/1t": md},
+                                 args.device, rounds=args.rounds, min_time=args.rounds * args.min_time,
+                                 max_reps=args.max_reps * args.rounds,
+                                 threads={"factored/1t": 1, "sq/1t": 1, "md/1t": 1})
+            for suffix, threads in (("", torch.get_num_threads()), ("/1t", 1)):
+                rate = [flops["total"] / x for x in t["factored" + suffix]]
+                res = {"D": D, "d": d, "m": args.m, "threads": threads, "flops": flops,
+                       "ms": 1e3 * statistics.median(t["factored" + suffix]),
+                       "gflops": statistics.median(rate) / 1e9}
+                for name, n in (("sq", sq_flops), ("md", md_flops)):
+                    ref = [n / x for x in t[name + suffix]]
+                    res[f"{name}_gflops"] = statistics.median(ref) / 1e9
+                    res[f"x_{name}"] = statistics.median(b / a for a, b in zip(rate, ref))  # per round
+                rows.append(res)
+                print(f"{D:>9} {d:>4} {threads:>7} {flops['total'] / 2e6:>9.1f} {res['ms']:>8.2f} {res['gflops']:>8.1f} "
+                      f"{res['sq_gflops']:>10.1f} {res['x_sq']:>6.1f} {res['md_gflops']:>11.1f} {res['x_md']:>6.1f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"device": args.device, "torch": torch.__version__, "flop_bound": rows},
+                                             indent=1))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -61,6 +117,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, help="torch threads for every method (default: torch's, one per core)")
     p.add_argument("--quick", action="store_true", help="D ∈ {1e4, 1e5}, d = 128, short timings")
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--flops", action="store_true", help="the factored step against its flop bound (see above)")
     args = p.parse_args(argv)
     if args.quick:
         args.D, args.d, args.min_time = [10_000, 100_000], [128], 0.3
@@ -68,6 +125,8 @@ def main(argv=None) -> int:
         if args.threads < 1:
             p.error(f"--threads must be ≥ 1; got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.flops:
+        return flop_bound(args)
     rows = []
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"cpu={platform.processor() or platform.machine()} m={args.m}")

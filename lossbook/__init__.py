@@ -7,8 +7,10 @@
 """
 
 from . import functional
+from .alternatives import EncouragingLoss, HarmonicLayer, OneVsRestLoss, ReLUOutputLoss
 from .calibration import (
     ACLSLoss,
+    CorrectnessAwareScaling,
     DualFocalLoss,
     FocalLoss,
     MatrixScaling,
@@ -69,7 +71,9 @@ from .softmax import (
     MeanAbsoluteErrorLoss,
     SumExponentialLoss,
 )
+from .sparse import Entmax15Loss, SparseSoftmaxLoss, SparsemaxLoss
 from .spherical import FactoredSphericalLayer, SphericalSoftmaxLoss, SquaredErrorLoss, TaylorSoftmaxLoss, ZLoss
+from .spherical.distributed import DistributedFactoredSphericalLayer
 
 __version__ = "0.1.0"
 
@@ -82,13 +86,18 @@ __all__ = [
     "CombinedMarginLoss",
     "CompSumLoss",
     "CosFaceLoss",
+    "CorrectnessAwareScaling",
     "CosineContrastiveLoss",
     "CrossEntropyLoss",
     "DecoupledSoftmaxLoss",
+    "DistributedFactoredSphericalLayer",
     "DualFocalLoss",
+    "EncouragingLoss",
+    "Entmax15Loss",
     "FactoredSphericalLayer",
     "FocalLoss",
     "GeneralizedCrossEntropyLoss",
+    "HarmonicLayer",
     "HierarchicalSoftmax",
     "InBatchSoftmaxLoss",
     "LDRKLLoss",
@@ -104,10 +113,14 @@ __all__ = [
     "NormalizedMeanAbsoluteErrorLoss",
     "NormalizedReverseCrossEntropyLoss",
     "NormalizedSoftmaxLoss",
+    "OneVsRestLoss",
     "PairwiseSoftmaxLoss",
     "PartialFC",
+    "ReLUOutputLoss",
     "ReverseCrossEntropyLoss",
     "SampledSoftmaxLayer",
+    "SparseSoftmaxLoss",
+    "SparsemaxLoss",
     "SphereFace2Head",
     "SphereFace2Loss",
     "SphereFaceLoss",

@@ -5,6 +5,7 @@
 """
 
 from . import registry as _registry
+from .alternatives import encouraging_loss, one_vs_rest_loss, relu_output_loss
 from .calibration import (
     acls_loss,
     dual_focal_loss,
@@ -51,6 +52,7 @@ from .softmax import (
     mean_absolute_error,
     sum_exponential_loss,
 )
+from .sparse import entmax15_loss, sparse_softmax_loss, sparsemax_loss, sparsemax_multilabel_loss
 from .spherical import spherical_softmax_loss, squared_error_loss, taylor_softmax_loss, z_loss
 
 __all__ = [
@@ -66,6 +68,8 @@ __all__ = [
     "decoupled_softmax_loss",
     "decoupled_softmax_multilabel_loss",
     "dual_focal_loss",
+    "encouraging_loss",
+    "entmax15_loss",
     "focal_loss",
     "full_softmax_loss",
     "generalized_cross_entropy",
@@ -74,6 +78,7 @@ __all__ = [
     "mbls_loss",
     "mean_absolute_error",
     "nce_loss",
+    "one_vs_rest_loss",
     "normalized_cross_entropy",
     "normalized_focal_loss",
     "normalized_generalized_cross_entropy",
@@ -82,9 +87,13 @@ __all__ = [
     "normalized_softmax_loss",
     "pairwise_softmax_loss",
     "partial_fc_loss",
+    "relu_output_loss",
     "reverse_cross_entropy",
     "sampled_softmax_loss",
     "sigmoid_focal_loss",
+    "sparse_softmax_loss",
+    "sparsemax_loss",
+    "sparsemax_multilabel_loss",
     "sphereface2_loss",
     "sphereface_loss",
     "spherical_softmax_loss",

@@ -58,6 +58,7 @@ FAMILIES = (
     "robust",
     "imbalance",
     "calibration",
+    "alternatives",
     "sparse",
     "ranking",
     "regression",

@@ -60,3 +60,24 @@ def test_spherical_step_benchmark_prints_and_records_the_hierarchical_ratios(tmp
     (row,) = json.loads(out.read_text())["rows"]
     assert {"hierarchical_zipf", "hierarchical_uniform", "factored", "softmax"} <= set(row["ms"])
     assert len(row["ratio_rounds_hierarchical_zipf"]) == 2 and row["ratio_hierarchical_uniform"] > 0
+
+
+def test_count_flops_counts_matrix_products_from_their_shapes():
+    from lossbook.lab.benchmark import count_flops, matmul_step
+
+    step, flops = matmul_step(7, k=5, m=3)
+    assert flops == 2 * 3 * 5 * 7
+    assert count_flops(step) == {"total": flops, "mm": flops}
+    a, b = torch.randn(4, 6), torch.randn(6, 2)
+    assert count_flops(lambda: (a @ b).exp_())["total"] == 2 * 4 * 6 * 2  # elementwise work is not counted
+
+
+def test_factored_step_flops_are_of_order_m_d_squared():
+    from lossbook.lab.benchmark import count_flops
+
+    m, d = 16, 32
+    small, large = (count_flops(output_layer_step("factored", D, d, m))["total"] for D in (100, 1000))
+    # independent of D but for the series of the inverse's update, whose terms (each an m×m product)
+    # are fewer when ‖ηS‖ = O(η/D) is smaller
+    assert 0 <= small - large <= 4 * 2 * m**3
+    assert 2 * m * (d + 1) ** 2 < large < 40 * m * (d + 1) ** 2

@@ -513,7 +513,8 @@ def test_every_loss_and_method_a_chapter_uses_is_listed(chapter):
         home = getattr(obj, "__module__", "") or ""
         if home.startswith(NOT_METHODS) or (_inspect.ismethod(obj) and home.startswith("lossbook.lab")):
             continue
-        if obj not in listed:
+        owner = getattr(obj, "__self__", None)  # a classmethod (e.g. Calibrator.fit) of a listed class is listed
+        if obj not in listed and not (_inspect.ismethod(obj) and owner in listed):
             missing.append(dotted)
     assert not missing, (f"{chapter.name} uses {missing}, which `lossbook list` does not show: register each "
                          "as a loss (register_loss) or a method (register_method)")

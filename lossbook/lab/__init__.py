@@ -11,6 +11,8 @@
 * :mod:`.consistency`  chapter 1's H-consistency experiment
 * :mod:`.lm`           chapter 2's n-gram language model
 * :mod:`.distill`      training a student by self-distillation (chapter 5)
+* :mod:`.algorithmic`  modular addition and the grokking run (chapter 9)
+* :mod:`.adversarial`  FGSM and PGD perturbations in the L∞ ball (chapter 9)
 * :mod:`.benchmark`    timing and memory of a training step
 * :mod:`.plot`, :mod:`.widgets`  the book's plotting style and interactive figures
 * :mod:`.book`         running the chapters with papermill, gathering their claims, run records

@@ -14,12 +14,13 @@ import importlib
 import inspect
 import re
 
-__all__ = ["MODULES", "api_markdown", "first_paragraph"]
+__all__ = ["MODULES", "api_label", "api_markdown", "first_paragraph"]
 
 #: The modules whose ``__all__`` the page documents, in the page's order.
 MODULES = (
     "lossbook.functional", "lossbook", "lossbook.metrics", "lossbook.softmax", "lossbook.spherical",
-    "lossbook.sampled", "lossbook.margin", "lossbook.robust", "lossbook.calibration", "lossbook.engine",
+    "lossbook.sampled", "lossbook.margin", "lossbook.robust", "lossbook.calibration", "lossbook.alternatives", "lossbook.sparse",
+    "lossbook.engine",
     "lossbook.lab.chapter", "lossbook.lab.data", "lossbook.lab.corpus", "lossbook.lab.train",
     "lossbook.lab.experiments", "lossbook.lab.selection", "lossbook.lab.tune", "lossbook.lab.book",
     "lossbook.lab.golden", "lossbook.lab.plot", "lossbook.lab.widgets", "lossbook.lab.apidoc",
@@ -66,6 +67,14 @@ def _kind(obj) -> str:
     return "constant"
 
 
+def api_label(name: str) -> str:
+    """The MyST target of a registered loss's or a module's entry on the page, e.g. ``api-z_loss`` or
+    ``api-lossbook.spherical``: a chapter links it as ``{ref}`the Z-loss <api-z_loss>```."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"api_label: name must be a loss or module name such as 'z_loss'; got {name!r}.")
+    return f"api-{name.strip().lower()}"
+
+
 def _losses() -> list[str]:
     from ..registry import list_losses, loss_info
 
@@ -77,7 +86,8 @@ def _losses() -> list[str]:
         hyper = ", ".join(f"{k}={v!r}" for k, v in info.hyperparameters.items())
         hyper = f" Hyper-parameters: `{hyper}`." if hyper else ""
         where = f"`{info.function_name}` · family `{info.family}`{module}{_cite(info.paper)}"
-        out += [f"### `{info.name}`", "", where, "", "$$", info.formula, "$$", "", _escape(info.summary) + hyper, ""]
+        out += [f"({api_label(info.name)})=", f"### `{info.name}`", "", where, "", "$$", info.formula, "$$", "",
+                _escape(info.summary) + hyper, ""]
     return out
 
 
@@ -106,7 +116,7 @@ def _modules() -> list[str]:
             summary = first_paragraph(obj)
             entries += [f"* `{_signature(name, obj)}` ({_kind(obj)})" + (f": {summary}" if summary else "")]
         if entries:
-            out += [f"### `{module_name}`", "", first_paragraph(module), "", *entries, ""]
+            out += [f"({api_label(module_name)})=", f"### `{module_name}`", "", first_paragraph(module), "", *entries, ""]
     return out
 
 

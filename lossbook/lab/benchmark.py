@@ -10,18 +10,31 @@ its memory. Ratios are always measured side by side in one process, never agains
 
 from __future__ import annotations
 
+import json
+import platform
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["OUTPUT_LAYER_METHODS", "output_layer_step", "time_step", "time_interleaved", "round_ratios", "peak_memory_mb",
-           "vm_hwm_kb", "sync"]
+__all__ = [
+    "OUTPUT_LAYER_METHODS",
+    "count_flops",
+    "matmul_step",
+    "output_layer_step",
+    "peak_memory_mb",
+    "round_ratios",
+    "save_results",
+    "sync",
+    "time_interleaved",
+    "time_step",
+    "vm_hwm_kb",
+]
 
 #: What :func:`output_layer_step` can build. ``softmax``: nn.Linear + F.cross_entropy + SGD;
 #: ``dense_z``: nn.Linear + the dense Z-loss + SGD; ``adaptive_zipf`` / ``adaptive_uniform``:
@@ -189,3 +202,64 @@ def peak_memory_mb(factory: str, *args, device="cpu", **kwargs) -> float:
         return int(subprocess.run([sys.executable, "-c", c], capture_output=True, text=True, check=True).stdout)
 
     return (run(code) - run(prelude + "print(vm_hwm_kb())")) / 1024
+
+
+def save_results(out_dir: str | Path, name: str, device, lines: list[str], rows: list[dict]) -> Path:
+    """Write a benchmark's printed ``lines`` to ``<out_dir>/<name>_<device type>.txt`` and its ``rows``,
+    with the machine (device, GPU, torch, threads, CPU), to the ``.json`` beside it; returns the stem."""
+    device = torch.device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{name}_{device.type}"
+    stem.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    stem.with_suffix(".json").write_text(json.dumps(
+        {"device": str(device), "gpu": gpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
+         "cpu": platform.processor() or platform.machine(), "rows": rows}, indent=1))
+    print(f"\nwrote {stem.with_suffix('.txt')} and .json")
+    return stem
+
+
+def machine_line(device) -> str:
+    """``device=cpu torch=… threads=… cpu=…`` (with the GPU's name on CUDA): a benchmark's first line."""
+    device = torch.device(device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return (f"device={device} {gpu} torch={torch.__version__} threads={torch.get_num_threads()} "
+            f"cpu={platform.processor() or platform.machine()}")
+
+
+class Log(list):
+    """The lines a benchmark prints, kept for :func:`save_results`: ``log.say(text)`` prints and keeps."""
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+        self.append(text)
+
+
+def count_flops(step: Callable[[], None]) -> dict[str, int]:
+    """The floating-point operations of one call of ``step``, counted from the shapes of its matrix
+    products by ``torch.utils.flop_counter`` (mm, addmm, bmm, …: 2 per multiply-add; elementwise
+    work, factorisations and inverses are not counted). Returns ``{"total": …, "<op>": …}``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    per_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return {"total": int(counter.get_total_flops()), **per_op}
+
+
+def matmul_step(n: int, device="cpu", *, dtype: torch.dtype | None = None, k: int | None = None,
+                m: int | None = None, seed: int = 0) -> tuple[Callable[[], None], int]:
+    """A plain matrix product (m×k)·(k×n), by default n×n by n×n, as a zero-argument step, and its
+    flop count 2·m·k·n: the rate this machine reaches on one dense product of that size, to set
+    beside a step whose flops :func:`count_flops` counted."""
+    m, k = m or n, k or n
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(m, k, generator=g, dtype=dtype).to(device)
+    b = torch.randn(k, n, generator=g, dtype=dtype).to(device)
+    out = torch.empty(m, n, dtype=a.dtype, device=device)
+
+    def step() -> None:
+        torch.mm(a, b, out=out)
+
+    return step, 2 * m * k * n

@@ -151,7 +151,7 @@ class FactoredSphericalLayer(nn.Module):
         d = in_features + int(bias)
         dtype = dtype or torch.get_default_dtype()
         std = 1.0 / math.sqrt(in_features) if init_std is None else float(init_std)
-        V = torch.randn(num_classes, d, dtype=dtype, device=device, generator=generator).mul_(std)
+        V = torch.randn(self._shard_rows(num_classes), d, dtype=dtype, device=device, generator=generator).mul_(std)
         if bias:
             V[:, -1] = 0.0
         self.register_buffer("V", V)
@@ -199,18 +199,41 @@ class FactoredSphericalLayer(nn.Module):
         return (W[:, :-1], W[:, -1]) if self.bias else (W, None)
 
     def _w_chunks(self, chunk_size: int = 16384):
-        """W in row chunks (float64), so that no D×d float64 copy is ever held at once."""
-        for i in range(0, self.num_classes, chunk_size):
+        """W in row chunks (float64), so that no D×d float64 copy is ever held at once (the rows
+        of V this layer holds: all of them here, one shard in a model-parallel subclass)."""
+        for i in range(0, len(self.V), chunk_size):
             yield i, self.V[i : i + chunk_size].to(F64) @ self.U + self.omega
+
+    # Hooks where a model-parallel subclass (lossbook.spherical.distributed) touches the rows of V
+    # it holds and combines across shards; here V holds every row.
+    def _shard_rows(self, num_classes: int) -> int:
+        """How many rows of V this layer holds."""
+        return num_classes
+
+    def _gram(self) -> tuple[Tensor, Tensor]:
+        """(WᵀW, Wᵀ1) from the explicit W (O(D·d²))."""
+        Q = torch.zeros_like(self.Q)
+        wbar = torch.zeros_like(self.wbar)
+        for _, W in self._w_chunks():
+            Q.add_(W.T @ W)
+            wbar.add_(W.sum(dim=0))
+        return Q, wbar
+
+    def _target_rows(self, target: Tensor) -> Tensor:
+        """W[target] (m×d) in the compute dtype."""
+        cd = self.V.dtype
+        return torch.addmm(self.omega.to(cd), self.V[target], self.U.to(cd))
+
+    def _add_rows(self, target: Tensor, rows: Tensor) -> None:
+        """V[target] += rows, accumulated over duplicate targets."""
+        self.V.index_add_(0, target, rows)
 
     @torch.no_grad()
     def resync(self) -> None:
         """Recompute Q = WᵀW and w̄ = Wᵀ1 from V, U, ω (O(D·d²)); called at construction."""
-        self.Q.zero_()
-        self.wbar.zero_()
-        for _, W in self._w_chunks():
-            self.Q.add_(W.T @ W)
-            self.wbar.add_(W.sum(dim=0))
+        Q, wbar = self._gram()
+        self.Q.copy_(Q)
+        self.wbar.copy_(wbar)
 
     @torch.no_grad()
     def stabilize(self, *, max_condition: float = 4.0) -> None:
@@ -242,11 +265,7 @@ class FactoredSphericalLayer(nn.Module):
         ``Q`` = ‖Q − WᵀW‖_F / ‖W‖_F², ``wbar`` = ‖w̄ − Wᵀ1‖ / (√D·‖W‖_F) (each ≤ 1 for any error
         of the size of W itself, and not inflated when w̄ ≈ 0), ``UinvT`` = ‖U^{-T}Uᵀ − I‖_F, and
         ``cond_U``, U's condition number."""
-        Q = torch.zeros_like(self.Q)
-        wbar = torch.zeros_like(self.wbar)
-        for _, W in self._w_chunks():
-            Q.add_(W.T @ W)
-            wbar.add_(W.sum(dim=0))
+        Q, wbar = self._gram()
         scale = float(torch.trace(Q)) or 1.0  # ‖W‖_F²
         eye = torch.eye(self.d, dtype=F64, device=self.U.device)
         sv = torch.linalg.svdvals(self.U)
@@ -298,10 +317,10 @@ class FactoredSphericalLayer(nn.Module):
         q/D − μ², so the outputs' spread keeps the compute dtype's relative accuracy even when they
         share a large offset (the reason the products may run in float32).
         """
-        V, wbar, cd, D = self.V, self.wbar, self.V.dtype, self.num_classes
+        wbar, cd, D = self.wbar, self.V.dtype, self.num_classes
         H = self._augment(h)
         Hc = H.to(cd)
-        W_c = torch.addmm(self.omega.to(cd), V[target], self.U.to(cd))
+        W_c = self._target_rows(target)
         HC = Hc @ torch.addr(self.Q, wbar, wbar, alpha=-1.0 / D).to(cd)
         s = H @ wbar
         a = (W_c * Hc).sum(dim=1, dtype=F64)
@@ -405,7 +424,7 @@ class FactoredSphericalLayer(nn.Module):
         for a float32 layer: about 2.5× faster on a CPU); an increment's rounding error is relative
         to the increment, so the state keeps close to float64 accuracy (see the drift test).
         """
-        U, UinvT, V, D, cd, m, d = self.U, self.UinvT, self.V, self.num_classes, self.V.dtype, len(H), self.d
+        U, UinvT, D, cd, m, d = self.U, self.UinvT, self.num_classes, self.V.dtype, len(H), self.d
         g_a, two_gq, g_s = G[0], G[1], G[2]
         g_a_c, two_gq_c, g_s_c = Gc[0, :, None], Gc[1, :, None], Gc[2, :, None]
         Bt = Hc * two_gq_c  # Bᵀ, B = 2 Hᵀ diag(g_q): the outputs' part of G is W·B
@@ -446,7 +465,7 @@ class FactoredSphericalLayer(nn.Module):
             self._cond_bound = bound
         # sparse rows: V[c_j] −= η g_a,j (U_new^{-T} h_j)ᵀ, accumulated over duplicate targets
         rows = (Hc * (g_a_c * -eta)) @ UinvT.to(cd).T  # the new U^{-T}
-        V.index_add_(0, target, rows)
+        self._add_rows(target, rows)
         # Q − η(grad_Hᵀ H + Hᵀ grad_H) + η² HᵀMH = Q + T + Tᵀ with T = Hᵀ(½η² M H − η grad_H)
         T = Hc.T @ torch.addmm(grad_H, M, Hc, beta=-eta, alpha=0.5 * eta * eta)
         self.Q.add_(T + T.T)
