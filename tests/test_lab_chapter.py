@@ -59,11 +59,17 @@ def test_setup_prints_each_chapters_line():
     """The exact lines the chapters print at book scale (their stored outputs start with them)."""
     expected = {
         "01_cross_entropy": "scale=book: 5 seeds, taus=[0.0, 0.5, 1.0, 1.5, 2.0], device=cpu",
-        "02_spherical_z_loss": "scale=book: 3 seeds, device=cpu",
+        "02_spherical_z_loss": "scale=book: 5 seeds, LM on 60 stdlib files for 2 epochs, step timings at D = "
+                               "[1000, 10000, 100000, 300000], device=cpu",
         "03_sampled_softmax": "scale=book: 10 seeds, device=cpu",
         "04_margin_losses": "scale=book: 5 seeds, 800 training identities × 10, 10 epochs, device=cpu",
         "05_label_noise": "scale=book: 10 seeds, 50 epochs, symmetric noise [0.0, 0.4, 0.6, 0.8], "
                           "class-pair noise [0.4], device=cpu",
+        "06_calibration": "scale=book: 10 seeds, 10 training images per class, MLP 512 units, 160 epochs, device=cpu",
+        "09_alternatives": "scale=book: 8 seeds, 5 of them for grokking and 5 for SOVR, modular addition mod 23 at "
+                           "training fractions [0.3, 0.5, 0.7], device=cpu",
+        "10_sparse": "scale=book: 10 seeds, multi-label (classes, labels) [(10, 2), (30, 4)], sparse-softmax "
+                     "accuracy at C = [1000, 3000], step timings at C = [1000, 10000, 100000], device=cpu",
     }
     assert set(expected) == set(PRESETS)
     for name, line in expected.items():
@@ -92,7 +98,8 @@ def test_the_committed_setup_output_is_what_setup_prints(name, capsys):
 
 def test_note_and_quiet(capsys):
     setup("02_spherical_z_loss", scale="smoke", seed=0, device="cpu", note="extra")
-    assert capsys.readouterr().out == "scale=smoke: 2 seeds, device=cpu; extra\n"
+    assert capsys.readouterr().out == ("scale=smoke: 3 seeds, LM on 12 stdlib files for 1 epochs, step timings at "
+                                       "D = [1000, 10000], device=cpu; extra\n")
     setup("02_spherical_z_loss", scale="smoke", seed=0, device="cpu", verbose=False)
     assert capsys.readouterr().out == ""
 

@@ -76,14 +76,24 @@ PRESETS: dict[str, ChapterPresets] = {
         summary="scale={scale}: {n_seeds} seeds, taus={taus}, device={device}",
     ),
     "02_spherical_z_loss": ChapterPresets(
+        # speed_D: the output-layer timings (speed_rounds interleaved rounds each). The language model reads
+        # max_files stdlib files (vocab: the vocabulary cap, None for all words), trains for epochs; learning
+        # rates start from lrs (se_lrs for squared error), the Z-loss's (a_Z, b) from z_grid, each extended past
+        # an edge at most max_extensions times, all on the first tune_seeds seeds' validation split.
         scales={
-            "smoke": {"n_seeds": 2, "speed_D": [1_000, 10_000], "max_files": 12, "vocab": 2_000, "epochs": 1,
-                      "z_grid": ((1.0,), (0.0, 3.0))},
-            "book": {"n_seeds": 3, "speed_D": [1_000, 10_000, 100_000, 300_000], "max_files": 200, "vocab": None,
-                     "epochs": 1, "z_grid": ((0.5, 1.0, 2.0), (0.0, 3.0, 6.0))},
-            "paper": {"n_seeds": 5, "speed_D": [1_000, 10_000, 100_000, 1_000_000], "max_files": None,
-                      "vocab": None, "epochs": 3, "z_grid": ((0.5, 1.0, 2.0), (0.0, 3.0, 6.0))},
+            "smoke": {"n_seeds": 3, "tune_seeds": 1, "speed_D": [1_000, 10_000], "speed_rounds": 3, "max_files": 12,
+                      "vocab": 2_000, "epochs": 1, "lrs": (0.1, 0.3), "se_lrs": (0.003, 0.01),
+                      "z_grid": ((1.0,), (0.0, 3.0)), "max_extensions": 1},
+            "book": {"n_seeds": 5, "tune_seeds": 1, "speed_D": [1_000, 10_000, 100_000, 300_000], "speed_rounds": 5,
+                     "max_files": 60, "vocab": None, "epochs": 2, "lrs": (0.1, 0.3, 1.0),
+                     "se_lrs": (0.001, 0.003, 0.01), "z_grid": ((0.5, 1.0, 2.0), (0.0, 3.0, 6.0)), "max_extensions": 3},
+            "paper": {"n_seeds": 10, "tune_seeds": 2, "speed_D": [1_000, 10_000, 100_000, 1_000_000],
+                      "speed_rounds": 5, "max_files": None, "vocab": None, "epochs": 3, "lrs": (0.03, 0.1, 0.3),
+                      "se_lrs": (0.001, 0.003, 0.01), "z_grid": ((0.25, 0.5, 1.0, 2.0, 4.0), (0.0, 3.0, 6.0, 9.0)),
+                      "max_extensions": 3},
         },
+        summary="scale={scale}: {n_seeds} seeds, LM on {max_files} stdlib files for {epochs} epochs, "
+                "step timings at D = {speed_D}, device={device}",
     ),
     "03_sampled_softmax": ChapterPresets(
         scales={
@@ -92,14 +102,18 @@ PRESETS: dict[str, ChapterPresets] = {
                       "lm_lrs": [0.01, 0.03], "pfc_ids": 600, "pfc_per_id": 6, "pfc_epochs": 2, "pfc_batch": 32,
                       "pfc_rates": [1.0, 0.1], "pfc_curve_seeds": 2, "pfc_heldout": (100, 6), "speed_C": 20_000,
                       "rec_size": (300, 500), "rec_epochs": 5, "rec_negatives": [1, 16], "rec_seeds": 3,
-                      "rec_lrs": [0.01, 0.03], "rec_fn": (16, [0.05]), "dcg_examples": 500, "max_extensions": 1},
+                      "rec_lrs": [0.01, 0.03], "rec_fn": (16, [0.05]), "dcg_examples": 500, "max_extensions": 1,
+                      "xmc_size": (200, 1_500), "xmc_max_positives": 10, "xmc_epochs": 3,
+                      "xmc_lrs": [0.003, 0.01], "xmc_seeds": 3},
             "book": {"n_seeds": 10, "bias_D": 20_000, "bias_S": [10, 30, 100, 300, 1_000, 3_000, 10_000],
                      "bias_R": 100, "lm_vocab": 2_000, "lm_tokens": 60_000, "lm_epochs": 3, "lm_S": [20, 200, 1_000],
                      "lm_seeds": 6, "lm_lrs": [0.003, 0.01, 0.03], "pfc_ids": 3_000, "pfc_per_id": 8,
                      "pfc_epochs": 4, "pfc_batch": 128, "pfc_rates": [1.0, 0.5, 0.2, 0.1, 0.05], "pfc_curve_seeds": 3,
                      "pfc_heldout": (300, 8), "speed_C": 200_000, "rec_size": (1_000, 2_000), "rec_epochs": 12,
                      "rec_negatives": [1, 4, 16, 64, 256], "rec_seeds": 6, "rec_lrs": [0.003, 0.01, 0.03],
-                     "rec_fn": (64, [0.01, 0.05]), "dcg_examples": 5_000, "max_extensions": 2},
+                     "rec_fn": (64, [0.01, 0.05]), "dcg_examples": 5_000, "max_extensions": 2,
+                     "xmc_size": (2_000, 10_000), "xmc_max_positives": 20, "xmc_epochs": 10,
+                     "xmc_lrs": [0.001, 0.003, 0.01], "xmc_seeds": 6},
             "paper": {"n_seeds": 20, "bias_D": 100_000, "bias_S": [10, 100, 1_000, 10_000, 50_000], "bias_R": 200,
                       "lm_vocab": 20_000, "lm_tokens": 2_000_000, "lm_epochs": 3, "lm_S": [100, 2_000, 10_000],
                       "lm_seeds": 10, "lm_lrs": [0.003, 0.01, 0.03], "pfc_ids": 20_000, "pfc_per_id": 10,
@@ -107,7 +121,9 @@ PRESETS: dict[str, ChapterPresets] = {
                       "pfc_curve_seeds": 5, "pfc_heldout": (1_000, 8), "speed_C": 1_000_000,
                       "rec_size": (10_000, 20_000), "rec_epochs": 30, "rec_negatives": [1, 4, 16, 64, 256, 1_024],
                       "rec_seeds": 10, "rec_lrs": [0.003, 0.01, 0.03], "rec_fn": (256, [0.01, 0.05]),
-                      "dcg_examples": 20_000, "max_extensions": 2},
+                      "dcg_examples": 20_000, "max_extensions": 2,
+                      "xmc_size": (20_000, 100_000), "xmc_max_positives": 20, "xmc_epochs": 20,
+                      "xmc_lrs": [0.001, 0.003, 0.01], "xmc_seeds": 10},
         },
     ),
     "04_margin_losses": ChapterPresets(
@@ -151,6 +167,67 @@ PRESETS: dict[str, ChapterPresets] = {
         },
         summary="scale={scale}: {n_seeds} seeds, {epochs} epochs, symmetric noise {sym}, class-pair noise {asym}, "
                 "device={device}",
+    ),
+    "06_calibration": ChapterPresets(
+        # per_class training images per class (one fixed subset), an MLP of `hidden` units trained with Adam at
+        # `lr` for `epochs` (far past zero training error); gammas: the focal/dual-focal grid tuned on validation
+        # over the first tune_seeds seeds (the widget shows those focal networks); ca_steps: full-batch Adam steps
+        # of the correctness-aware calibrator.
+        scales={
+            "smoke": {"n_seeds": 3, "per_class": 10, "hidden": 64, "epochs": 10, "batch_size": 16, "lr": 0.003,
+                      "tune_seeds": 2, "gammas": [1.0, 3.0], "ca_steps": 100},
+            "book": {"n_seeds": 10, "per_class": 10, "hidden": 512, "epochs": 160, "batch_size": 16, "lr": 0.003,
+                     "tune_seeds": 2, "gammas": [0.5, 1.0, 2.0, 3.0, 5.0], "ca_steps": 1000},
+            "paper": {"n_seeds": 20, "per_class": 10, "hidden": 1024, "epochs": 300, "batch_size": 16, "lr": 0.003,
+                      "tune_seeds": 5, "gammas": [0.5, 1.0, 2.0, 3.0, 5.0, 7.0], "ca_steps": 2000},
+        },
+        summary="scale={scale}: {n_seeds} seeds, {per_class} training images per class, MLP {hidden} units, "
+                "{epochs} epochs, device={device}",
+    ),
+    "09_alternatives": ChapterPresets(
+        # n_seeds: the cheap digits runs (prototypes, encouraging loss, ReLU outputs); proto_*: the linear
+        # harmonic layer (full-batch Adam steps, exponents n searched on validation); grok_*: modular addition
+        # mod grok_p at the training fractions grok_fractions, full-batch AdamW for at most grok_steps steps;
+        # el_*: the MLP recipe and the long-tail imbalance; sovr_*: PGD adversarial training at radius eps.
+        scales={
+            "smoke": {"n_seeds": 2, "proto_steps": 100, "proto_n": [2.0, 8.0], "grok_p": 23,
+                      "grok_fractions": [0.7], "grok_steps": 500, "grok_seeds": 2, "el_epochs": 4,
+                      "imbalance": 20, "sovr_seeds": 2, "sovr_epochs": 2, "sovr_fractions": [0.2, 0.5],
+                      "eps": 0.1, "max_extensions": 1},
+            "book": {"n_seeds": 8, "proto_steps": 300, "proto_n": [2.0, 8.0, 32.0], "grok_p": 23,
+                     "grok_fractions": [0.3, 0.5, 0.7], "grok_steps": 2500, "grok_seeds": 5, "el_epochs": 30,
+                     "imbalance": 20, "sovr_seeds": 5, "sovr_epochs": 20, "sovr_fractions": [0.2, 0.4, 0.6],
+                     "eps": 0.1, "max_extensions": 2},
+            "paper": {"n_seeds": 20, "proto_steps": 1000, "proto_n": [1.0, 2.0, 8.0, 32.0, 128.0], "grok_p": 59,
+                      "grok_fractions": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7], "grok_steps": 20000, "grok_seeds": 10,
+                      "el_epochs": 100, "imbalance": 50, "sovr_seeds": 10, "sovr_epochs": 100,
+                      "sovr_fractions": [0.1, 0.2, 0.4, 0.6, 0.8], "eps": 0.1, "max_extensions": 2},
+        },
+        summary="scale={scale}: {n_seeds} seeds, {grok_seeds} of them for grokking and {sovr_seeds} for SOVR, modular "
+                "addition mod {grok_p} at training fractions {grok_fractions}, device={device}",
+    ),
+    "10_sparse": ChapterPresets(
+        # ml_*: the multi-label study (sklearn's generator: (classes, mean labels per row), n rows split 50/25/25,
+        # full-batch Adam steps); ss_*: sparse-softmax on the prototype task (classes C, kept logits k, SGD rates
+        # chosen on validation per C and k with ss_tune_seeds seeds, training examples per class, epochs;
+        # ss_big_seeds seeds above the smallest C); time_*: one training step of each loss, interleaved rounds.
+        scales={
+            "smoke": {"n_seeds": 3, "ml_settings": [(10, 2)], "ml_n": 800, "ml_steps": 60, "ss_C": [300, 1_000],
+                      "ss_k": [5, 20], "ss_lrs": [300.0, 1000.0], "ss_tune_seeds": 2, "ss_per_class": 2,
+                      "ss_epochs": 2, "ss_big_seeds": 3, "time_C": [1_000, 10_000], "time_rounds": 5,
+                      "time_min": 0.1},
+            "book": {"n_seeds": 10, "ml_settings": [(10, 2), (30, 4)], "ml_n": 2_400, "ml_steps": 200,
+                     "ss_C": [1_000, 3_000], "ss_k": [5, 20, 100], "ss_lrs": [100.0, 300.0, 1000.0, 3000.0],
+                     "ss_tune_seeds": 2, "ss_per_class": 3, "ss_epochs": 3, "ss_big_seeds": 5,
+                     "time_C": [1_000, 10_000, 100_000], "time_rounds": 5, "time_min": 1.0},
+            "paper": {"n_seeds": 20, "ml_settings": [(10, 2), (30, 4), (100, 8)], "ml_n": 6_000, "ml_steps": 500,
+                      "ss_C": [1_000, 10_000, 100_000], "ss_k": [5, 20, 100],
+                      "ss_lrs": [100.0, 300.0, 1000.0, 3000.0, 10000.0], "ss_tune_seeds": 3, "ss_per_class": 4,
+                      "ss_epochs": 3, "ss_big_seeds": 10, "time_C": [1_000, 10_000, 100_000, 1_000_000],
+                      "time_rounds": 7, "time_min": 2.0},
+        },
+        summary="scale={scale}: {n_seeds} seeds, multi-label (classes, labels) {ml_settings}, sparse-softmax "
+                "accuracy at C = {ss_C}, step timings at C = {time_C}, device={device}",
     ),
 }
 
