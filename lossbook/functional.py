@@ -12,6 +12,7 @@ from .calibration import (
     focal_loss,
     mbls_loss,
     sigmoid_focal_loss,
+    rescaled_square_loss,
     squentropy_loss,
 )
 from .margin import (
@@ -97,6 +98,7 @@ __all__ = [
     "sphereface2_loss",
     "sphereface_loss",
     "spherical_softmax_loss",
+    "rescaled_square_loss",
     "squared_error_loss",
     "squentropy_loss",
     "sum_exponential_loss",

@@ -1,4 +1,5 @@
-"""The calibration family's losses besides focal: dual focal, MbLS, ACLS and squentropy.
+"""The calibration family's losses besides focal: dual focal, MbLS, ACLS, squentropy and its baseline, the
+rescaled square loss.
 
 Each against its textbook formula in float64 (one row at a time), the official code's batch form
 where there is one (Linwei94/ICML2023-DualFocalLoss ``Losses/dual_focal_loss.py``; cvlab-yonsei/ACLS
@@ -16,7 +17,7 @@ from conftest import F64, assert_close64, make_logits, make_prob_target, make_ta
 
 import lossbook
 import lossbook.functional as LF
-from lossbook.calibration import acls_penalty, dual_focal_terms, mbls_penalty, squentropy_terms
+from lossbook.calibration import acls_penalty, dual_focal_terms, mbls_penalty, rescaled_square_terms, squentropy_terms
 
 N, C = 7, 5
 
@@ -281,9 +282,63 @@ def test_squentropy_one_class_is_zero_and_gradcheck():
     assert torch.autograd.gradgradcheck(lambda z: LF.squentropy_loss(z, y), (x,))
 
 
+# --- rescaled square loss (squentropy's other baseline) -----------------------------------------------
+
+
+def textbook_rescaled_square(x, y, k, m):
+    """(1/C)·[k·(z_y − M)² + Σ_{j≠y} z_j²], one row at a time."""
+    c = x.shape[1]
+    return torch.stack([(k * (x[i, y[i]] - m) ** 2 + sum(x[i, j] ** 2 for j in range(c) if j != y[i])) / c
+                        for i in range(x.shape[0])])
+
+
+def test_rescaled_square_is_registered_with_k_and_m():
+    info = lossbook.loss_info("rescaled_square_loss")
+    assert info.family == "calibration" and info.paper == "hui2021evaluation"
+    assert info.hyperparameters == {"k": 1.0, "m": 1.0} and info.module is lossbook.RescaledSquareLoss
+
+
+@pytest.mark.parametrize("k, m", [(1.0, 1.0), (15.0, 30.0), (0.5, -2.0)])
+def test_rescaled_square_matches_the_closed_form(k, m):
+    x, y = make_logits(N, C, seed=11), make_target(N, C)
+    want = textbook_rescaled_square(x, y, k, m)
+    assert_close64(LF.rescaled_square_loss(x, y, k=k, m=m, reduction="none"), want)
+    assert_close64(LF.rescaled_square_loss(x, y, k=k, m=m, reduction="sum"), want.sum())
+    terms = rescaled_square_terms(x, k=k, m=m)
+    for c in range(C):
+        assert_close64(terms[:, c], textbook_rescaled_square(x, torch.full((N,), c), k, m))
+
+
+def test_rescaled_square_at_k_m_one_is_the_mean_square_error_and_the_spherical_squared_error_over_c():
+    x, y = make_logits(N, C, seed=12), make_target(N, C)
+    mse = F.mse_loss(x, F.one_hot(y, C).to(F64), reduction="none").mean(1)
+    assert_close64(LF.rescaled_square_loss(x, y, reduction="none"), mse)
+    assert_close64(LF.rescaled_square_loss(x, y, reduction="none") * C, LF.squared_error_loss(x, y, reduction="none"))
+
+
+def test_rescaled_square_gradient_closed_form_and_gradcheck():
+    # ∂ℓ/∂z_j = (2/C)·k·(z_y − M) for j = y, (2/C)·z_j otherwise
+    k, m = 3.0, 2.0
+    x, y = make_logits(N, C, seed=13, requires_grad=True), make_target(N, C)
+    g = torch.autograd.grad(LF.rescaled_square_loss(x, y, k=k, m=m, reduction="sum"), x)[0]
+    onehot = F.one_hot(y, C).to(F64)
+    z = x.detach()
+    want = (2 / C) * torch.where(onehot.bool(), k * (z - m), z)
+    assert_close64(g, want)
+    assert torch.autograd.gradcheck(lambda v: LF.rescaled_square_loss(v, y, k=k, m=m, weight=make_weight(C),
+                                                                      label_smoothing=0.1, reduction="none"), (x,))
+    assert torch.autograd.gradgradcheck(lambda v: LF.rescaled_square_loss(v, y, k=k, m=m), (x,))
+
+
+def test_rescaled_square_is_zero_exactly_at_m_times_the_one_hot():
+    y = make_target(N, C)
+    z = 2.5 * F.one_hot(y, C).to(F64)
+    assert torch.equal(LF.rescaled_square_loss(z, y, k=4.0, m=2.5, reduction="none"), torch.zeros(N, dtype=F64))
+
+
 # --- shared: extreme logits, Modules, bad hyper-parameters ------------------------------------------------
 
-LOSSES = ["dual_focal_loss", "mbls_loss", "acls_loss", "squentropy_loss"]
+LOSSES = ["dual_focal_loss", "mbls_loss", "acls_loss", "squentropy_loss", "rescaled_square_loss"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
@@ -318,6 +373,8 @@ def test_modules_equal_functions_with_their_hyperparameters():
     ("acls_loss", {"pos_lambda": -1.0}, ValueError, r"^acls_loss: pos_lambda must lie in \[0, inf\)"),
     ("acls_loss", {"neg_lambda": None}, TypeError, r"^acls_loss: neg_lambda must be a real number; got NoneType"),
     ("acls_loss", {"margin": float("inf")}, ValueError, r"^acls_loss: margin must lie in \[0, inf\); got inf\.$"),
+    ("rescaled_square_loss", {"k": 0.0}, ValueError, r"^rescaled_square_loss: k must lie in \(0, inf\); got 0\.0\.$"),
+    ("rescaled_square_loss", {"m": "1"}, TypeError, r"^rescaled_square_loss: m must be a real number; got str\.$"),
 ])
 def test_bad_hyperparameters_are_refused_by_function_and_module(name, kwargs, exc, match):
     info = lossbook.loss_info(name)

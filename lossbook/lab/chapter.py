@@ -171,15 +171,20 @@ PRESETS: dict[str, ChapterPresets] = {
     "06_calibration": ChapterPresets(
         # per_class training images per class (one fixed subset), an MLP of `hidden` units trained with Adam at
         # `lr` for `epochs` (far past zero training error); gammas: the focal/dual-focal grid tuned on validation
-        # over the first tune_seeds seeds (the widget shows those focal networks); ca_steps: full-batch Adam steps
-        # of the correctness-aware calibrator.
+        # over the first tune_seeds seeds (the widget shows those focal networks), with the same budget for label
+        # smoothing's ε (ls_eps) and the MbLS/ACLS margin M (margins); ca_steps: full-batch Adam steps of the
+        # correctness-aware calibrator.
         scales={
             "smoke": {"n_seeds": 3, "per_class": 10, "hidden": 64, "epochs": 10, "batch_size": 16, "lr": 0.003,
-                      "tune_seeds": 2, "gammas": [1.0, 3.0], "ca_steps": 100},
+                      "tune_seeds": 2, "gammas": [1.0, 3.0], "ls_eps": [0.05, 0.2], "margins": [5.0, 10.0],
+                      "ca_steps": 100},
             "book": {"n_seeds": 10, "per_class": 10, "hidden": 512, "epochs": 160, "batch_size": 16, "lr": 0.003,
-                     "tune_seeds": 2, "gammas": [0.5, 1.0, 2.0, 3.0, 5.0], "ca_steps": 1000},
+                     "tune_seeds": 2, "gammas": [0.5, 1.0, 2.0, 3.0, 5.0], "ls_eps": [0.01, 0.02, 0.05, 0.1, 0.2],
+                     "margins": [2.0, 4.0, 6.0, 10.0, 20.0], "ca_steps": 1000},
             "paper": {"n_seeds": 20, "per_class": 10, "hidden": 1024, "epochs": 300, "batch_size": 16, "lr": 0.003,
-                      "tune_seeds": 5, "gammas": [0.5, 1.0, 2.0, 3.0, 5.0, 7.0], "ca_steps": 2000},
+                      "tune_seeds": 5, "gammas": [0.5, 1.0, 2.0, 3.0, 5.0, 7.0],
+                      "ls_eps": [0.01, 0.02, 0.05, 0.1, 0.2, 0.3], "margins": [2.0, 4.0, 6.0, 10.0, 20.0, 40.0],
+                      "ca_steps": 2000},
         },
         summary="scale={scale}: {n_seeds} seeds, {per_class} training images per class, MLP {hidden} units, "
                 "{epochs} epochs, device={device}",
