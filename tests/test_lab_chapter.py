@@ -69,7 +69,7 @@ def test_setup_prints_each_chapters_line():
         "09_alternatives": "scale=book: 8 seeds, 5 of them for grokking and 5 for SOVR, modular addition mod 23 at "
                            "training fractions [0.3, 0.5, 0.7], device=cpu",
         "10_sparse": "scale=book: 10 seeds, multi-label (classes, labels) [(10, 2), (30, 4)], sparse-softmax "
-                     "accuracy at C = [1000, 3000], step timings at C = [1000, 10000, 100000], device=cpu",
+                     "accuracy at C = [1000, 3000, 10000], step timings at C = [1000, 10000, 100000], device=cpu",
     }
     assert set(expected) == set(PRESETS)
     for name, line in expected.items():

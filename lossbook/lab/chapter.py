@@ -222,7 +222,7 @@ PRESETS: dict[str, ChapterPresets] = {
                       "ss_epochs": 2, "ss_big_seeds": 3, "time_C": [1_000, 10_000], "time_rounds": 5,
                       "time_min": 0.1},
             "book": {"n_seeds": 10, "ml_settings": [(10, 2), (30, 4)], "ml_n": 2_400, "ml_steps": 200,
-                     "ss_C": [1_000, 3_000], "ss_k": [5, 20, 100], "ss_lrs": [100.0, 300.0, 1000.0, 3000.0],
+                     "ss_C": [1_000, 3_000, 10_000], "ss_k": [5, 20, 100], "ss_lrs": [100.0, 300.0, 1000.0, 3000.0],
                      "ss_tune_seeds": 2, "ss_per_class": 3, "ss_epochs": 3, "ss_big_seeds": 5,
                      "time_C": [1_000, 10_000, 100_000], "time_rounds": 5, "time_min": 1.0},
             "paper": {"n_seeds": 20, "ml_settings": [(10, 2), (30, 4), (100, 8)], "ml_n": 6_000, "ml_steps": 500,
