@@ -7,7 +7,7 @@
 """
 
 from . import functional
-from .alternatives import EncouragingLoss, HarmonicLayer, OneVsRestLoss, ReLUOutputLoss
+from .alternatives import DualHeadClassifier, EncouragingLoss, HarmonicLayer, OneVsRestLoss, ReLUOutputLoss
 from .calibration import (
     ACLSLoss,
     CorrectnessAwareScaling,
@@ -93,6 +93,7 @@ __all__ = [
     "DecoupledSoftmaxLoss",
     "DistributedFactoredSphericalLayer",
     "DualFocalLoss",
+    "DualHeadClassifier",
     "EncouragingLoss",
     "Entmax15Loss",
     "FactoredSphericalLayer",

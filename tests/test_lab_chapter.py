@@ -66,8 +66,8 @@ def test_setup_prints_each_chapters_line():
         "05_label_noise": "scale=book: 10 seeds, 50 epochs, symmetric noise [0.0, 0.4, 0.6, 0.8], "
                           "class-pair noise [0.4], device=cpu",
         "06_calibration": "scale=book: 10 seeds, 10 training images per class, MLP 512 units, 160 epochs, device=cpu",
-        "09_alternatives": "scale=book: 8 seeds, 5 of them for grokking and 5 for SOVR, modular addition mod 23 at "
-                           "training fractions [0.3, 0.5, 0.7], device=cpu",
+        "09_alternatives": "scale=book: 8 seeds, 5 of them for grokking and 5 for SOVR, modular addition mod 31 at "
+                           "training fractions [0.3, 0.4, 0.5, 0.7], device=cpu",
         "10_sparse": "scale=book: 10 seeds, multi-label (classes, labels) [(10, 2), (30, 4)], sparse-softmax "
                      "accuracy at C = [1000, 3000, 10000], step timings at C = [1000, 10000, 100000], device=cpu",
     }
