@@ -131,14 +131,18 @@ PRESETS: dict[str, ChapterPresets] = {
             # val: the validation identities (every choice); heldout: the test identities (the verdicts). The
             # learning rate is chosen per loss from lrs on the first tune_seeds seeds (smoke: one rate, since a
             # choice among rates after 3 epochs flips from one CPU to another); noise: the share of wrong
-            # training labels in SphereFace2's noisy-label runs.
+            # training labels in SphereFace2's noisy-label runs; ceiling_*: the ceiling study (one loss, one seed,
+            # trained for ceiling_epochs, with ceiling_width hidden units, and on ceiling_ids times the identities).
             "smoke": {"n_seeds": 2, "tune_seeds": 1, "ids": 150, "per_id": 8, "val": (40, 6), "heldout": (60, 6),
-                      "epochs": 3, "batch": 64, "lrs": [0.1], "noise": 0.2, "widget_steps": 60},
+                      "epochs": 3, "batch": 64, "lrs": [0.1], "noise": 0.2, "widget_steps": 60, "ceiling_epochs": [6],
+                      "ceiling_ids": 2, "ceiling_width": 512},
             "book": {"n_seeds": 5, "tune_seeds": 1, "ids": 800, "per_id": 10, "val": (150, 8), "heldout": (300, 8),
-                     "epochs": 10, "batch": 256, "lrs": [0.1, 0.2, 0.4], "noise": 0.2, "widget_steps": 300},
+                     "epochs": 10, "batch": 256, "lrs": [0.1, 0.2, 0.4], "noise": 0.2, "widget_steps": 300,
+                     "ceiling_epochs": [30, 90], "ceiling_ids": 4, "ceiling_width": 1024},
             "paper": {"n_seeds": 10, "tune_seeds": 2, "ids": 5_000, "per_id": 20, "val": (500, 10),
                       "heldout": (1_000, 10), "epochs": 30, "batch": 256, "lrs": [0.1, 0.2, 0.4], "noise": 0.2,
-                      "widget_steps": 400},
+                      "widget_steps": 400, "ceiling_epochs": [90, 270], "ceiling_ids": 4,
+                      "ceiling_width": 1024},
         },
         summary="scale={scale}: {n_seeds} seeds, {ids:,} training identities × {per_id}, {epochs} epochs, "
                 "device={device}",
