@@ -111,6 +111,14 @@ def assert_close64(actual, expected, *, rtol: float = 1e-12, atol: float = 1e-12
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, check_dtype=False, msg=msg)
 
 
+def assert_per_class_terms(terms, reference) -> None:
+    """Column k of a loss's per-class term matrix (N, C) equals ``reference(k_target)``, the loss of
+    every row at target k (``k_target`` a long tensor filled with k)."""
+    n, c = terms.shape
+    for k in range(c):
+        assert_close64(terms[:, k], reference(torch.full((n,), k)))
+
+
 def hp_kwargs(name: str) -> dict:
     """The registered hyper-parameters of loss ``name`` with their defaults."""
     return dict(lossbook.loss_info(name).hyperparameters)

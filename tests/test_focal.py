@@ -13,7 +13,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import F64, assert_close64, make_logits, make_prob_target, make_target, make_weight
+from conftest import (
+    F64,
+    assert_close64,
+    assert_per_class_terms,
+    make_logits,
+    make_prob_target,
+    make_target,
+    make_weight,
+)
 
 import lossbook
 import lossbook.functional as LF
@@ -79,9 +87,7 @@ def test_matches_the_textbook_formula(gamma, alpha):
     assert_close64(LF.focal_loss(x, y, gamma=gamma, alpha=alpha), want.sum() / N)
     assert_close64(LF.focal_loss(x, y, gamma=gamma, alpha=alpha, reduction="sum"), want.sum())
     # the per-class terms are the same formula for every k
-    terms = focal_terms(x, gamma=gamma, alpha=alpha)
-    for k in range(C):
-        assert_close64(terms[:, k], textbook_focal(x, torch.full((N,), k), gamma, alpha))
+    assert_per_class_terms(focal_terms(x, gamma=gamma, alpha=alpha), lambda t: textbook_focal(x, t, gamma, alpha))
 
 
 def test_alpha_as_a_list_and_weight_follow_their_conventions():
