@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml $(TORCH_CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q $(PIP_CONSTRAINTS) -e ".[dev]"
+	# libauc, the AUC-M parity oracle, without its dependencies (they would pull torchvision and another torch)
+	$(BIN)/pip install -q --no-deps libauc==2.0.1
 	touch $@
 
 # The book's JavaScript that no Python package ships (require.js, the ipywidgets HTML manager), at the

@@ -7,6 +7,7 @@
 """
 
 from . import functional
+from . import pairs  # noqa: F401 - registers the pair family's methods (lossbook.pairs)
 from .alternatives import DualHeadClassifier, EncouragingLoss, HarmonicLayer, OneVsRestLoss, ReLUOutputLoss
 from .calibration import (
     ACLSLoss,
@@ -20,6 +21,7 @@ from .calibration import (
     TemperatureScaling,
     VectorScaling,
 )
+from .imbalance import AUCMLoss, BalancedSoftmaxLoss, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss, VSLoss
 from .margin import (
     ArcFaceLoss,
     CombinedMarginLoss,
@@ -80,14 +82,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FAMILIES",
-    "ALDRKLLoss",
     "ACLSLoss",
+    "ALDRKLLoss",
+    "AUCMLoss",
     "ActivePassiveLoss",
     "ArcFaceLoss",
+    "BalancedSoftmaxLoss",
+    "ClassBalancedLoss",
     "CombinedMarginLoss",
     "CompSumLoss",
-    "CosFaceLoss",
     "CorrectnessAwareScaling",
+    "CosFaceLoss",
     "CosineContrastiveLoss",
     "CrossEntropyLoss",
     "DecoupledSoftmaxLoss",
@@ -102,7 +107,9 @@ __all__ = [
     "HarmonicLayer",
     "HierarchicalSoftmax",
     "InBatchSoftmaxLoss",
+    "LDAMLoss",
     "LDRKLLoss",
+    "LogitAdjustedLoss",
     "LossInfo",
     "MarginHead",
     "MatrixScaling",
@@ -119,10 +126,10 @@ __all__ = [
     "PairwiseSoftmaxLoss",
     "PartialFC",
     "ReLUOutputLoss",
+    "RescaledSquareLoss",
     "ReverseCrossEntropyLoss",
     "SampledSoftmaxLayer",
     "SparseSoftmaxLoss",
-    "RescaledSquareLoss",
     "SparsemaxLoss",
     "SphereFace2Head",
     "SphereFace2Loss",
@@ -134,6 +141,7 @@ __all__ = [
     "SymmetricCrossEntropyLoss",
     "TaylorSoftmaxLoss",
     "TemperatureScaling",
+    "VSLoss",
     "VectorScaling",
     "ZLoss",
     "functional",

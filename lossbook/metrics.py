@@ -19,11 +19,13 @@ __all__ = [
     "BINNINGS",
     "AngleStats",
     "CalibrationSplit",
+    "CollapseStats",
     "NormStats",
     "VerificationROC",
     "accuracy",
     "adaptive_calibration_error",
     "angle_stats",
+    "balanced_accuracy",
     "brier_score",
     "calibration_error_split",
     "classwise_calibration_error",
@@ -31,14 +33,24 @@ __all__ = [
     "equal_error_rate",
     "expected_calibration_error",
     "feature_norm_stats",
+    "group_accuracy",
     "ks_distance",
+    "macro_auc",
+    "map_at_r",
     "maximum_calibration_error",
+    "mean_average_precision",
+    "micro_auc",
     "ndcg_at_k",
+    "neural_collapse",
     "nll",
     "pair_scores",
+    "per_class_accuracy",
     "precision_at_k",
+    "r_precision",
     "recall_at_k",
     "reliability_table",
+    "retrieval_recall_at_k",
+    "retrieval_report",
     "tar_at_far",
     "to_numpy",
     "top_k_accuracy",
@@ -655,3 +667,227 @@ def precision_at_k(scores, positives, k: int = 1) -> float:
         raise ValueError(f"precision_at_k: k must be an int in [1, {s.shape[1]}]; got {k!r}.")
     top = np.argsort(-s.astype(np.float64), axis=1, kind="stable")[:, :k]
     return float(np.take_along_axis(pos, top, axis=1).sum(1).mean() / k)
+
+
+# --- imbalance, long tail, multi-label and AUC (chapter 7) -------------------------------------------------
+
+
+def per_class_accuracy(scores, target, num_classes: int | None = None) -> np.ndarray:
+    """Recall of each class: the share of its rows predicted as it (argmax of ``scores`` (N, C), or
+    ``scores`` already int predictions (N,)); NaN for a class without rows. Shape (C,)."""
+    pred, y, c = _predictions("per_class_accuracy", scores, target, num_classes)
+    counts = np.bincount(y, minlength=c).astype(float)
+    hits = np.bincount(y[pred == y], minlength=c).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, hits / np.where(counts > 0, counts, 1), np.nan)
+
+
+def balanced_accuracy(scores, target, num_classes: int | None = None) -> float:
+    """Mean per-class accuracy over the classes present in ``target`` (scikit-learn's
+    ``balanced_accuracy_score``): the accuracy on a test set re-weighted to uniform classes."""
+    return float(np.nanmean(per_class_accuracy(scores, target, num_classes)))
+
+
+def group_accuracy(scores, target, class_counts, *, many: int | None = None, few: int | None = None) -> dict:
+    """Mean per-class accuracy of the head (``"many"``), ``"medium"`` and tail (``"few"``) classes,
+    grouped by their training counts ``class_counts`` (C,): many-shot n > ``many``, few-shot n < ``few``
+    (the long-tail literature's 100 and 20 on ImageNet-LT). Without thresholds, the classes sorted by
+    count are cut into three equal thirds (head, medium, tail). A group without classes gets NaN."""
+    counts = to_numpy(class_counts).astype(float)
+    if counts.ndim != 1:
+        raise ValueError(f"group_accuracy: class_counts must be one count per class (C,); got shape {counts.shape}.")
+    acc = per_class_accuracy(scores, target, len(counts))
+    if many is None and few is None:
+        order = np.argsort(-counts, kind="stable")
+        parts = np.array_split(order, 3)
+        groups = {"many": parts[0], "medium": parts[1], "few": parts[2]}
+    else:
+        if many is None or few is None or few > many:
+            raise ValueError(f"group_accuracy: give both thresholds with few ≤ many (e.g. many=100, few=20); got "
+                             f"many={many!r}, few={few!r}.")
+        idx = np.arange(len(counts))
+        groups = {"many": idx[counts > many], "medium": idx[(counts <= many) & (counts >= few)],
+                  "few": idx[counts < few]}
+    return {k: float(np.nanmean(acc[v])) if len(v) and np.isfinite(acc[v]).any() else float("nan")
+            for k, v in groups.items()}
+
+
+def _predictions(name: str, scores, target, num_classes) -> tuple[np.ndarray, np.ndarray, int]:
+    s = to_numpy(scores)
+    if s.ndim == 2:
+        s, y = _scores_and_target(name, s, target)
+        return s.argmax(1), y, s.shape[1] if num_classes is None else int(num_classes)
+    y = to_numpy(target)
+    if s.ndim != 1 or not np.issubdtype(s.dtype, np.integer) or y.shape != s.shape or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name}: pass scores (N, C) or integer predictions (N,), and integer targets (N,); got "
+                         f"{s.dtype} of shape {s.shape} and {y.dtype} of shape {y.shape}.")
+    c = int(max(s.max(initial=-1), y.max(initial=-1)) + 1) if num_classes is None else int(num_classes)
+    return s, y, c
+
+
+def _label_matrix(name: str, scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    s, t = to_numpy(scores).astype(np.float64), to_numpy(labels)
+    if s.ndim == 1:
+        s, t = s[:, None], t.reshape(-1, 1)
+    if s.ndim != 2 or t.shape != s.shape:
+        raise ValueError(f"{name}: scores and labels must both be (N, K) (or (N,) for one label); got shapes "
+                         f"{s.shape} and {t.shape}.")
+    if t.size and not np.isin(t, (0, 1)).all():
+        raise ValueError(f"{name}: labels must be 0/1 (or bool); got other values.")
+    return s, t.astype(int)
+
+
+def _with_both(t: np.ndarray) -> np.ndarray:
+    """Labels (columns) with at least one positive and one negative row."""
+    pos = t.sum(0)
+    return (pos > 0) & (pos < t.shape[0])
+
+
+def mean_average_precision(scores, labels) -> float:
+    """Multi-label mAP: the mean over labels with at least one positive of scikit-learn's
+    ``average_precision_score`` (the area under the precision–recall curve of the label's column)."""
+    from sklearn.metrics import average_precision_score
+
+    s, t = _label_matrix("mean_average_precision", scores, labels)
+    keep = t.sum(0) > 0
+    if not keep.any():
+        raise ValueError("mean_average_precision: no label has a positive row; mAP is undefined.")
+    return float(np.mean([average_precision_score(t[:, k], s[:, k]) for k in np.flatnonzero(keep)]))
+
+
+def macro_auc(scores, labels) -> float:
+    """Macro-AUC: the mean over labels (columns) of the AUROC of the label's scores, over the labels
+    with both a positive and a negative row (scikit-learn's ``roc_auc_score(average="macro")`` on them).
+    ``scores`` and 0/1 ``labels`` (N, K), or (N,) for one binary task."""
+    from sklearn.metrics import roc_auc_score
+
+    s, t = _label_matrix("macro_auc", scores, labels)
+    keep = _with_both(t)
+    if not keep.any():
+        raise ValueError("macro_auc: no label has both a positive and a negative row; AUROC is undefined.")
+    return float(np.mean([roc_auc_score(t[:, k], s[:, k]) for k in np.flatnonzero(keep)]))
+
+
+def micro_auc(scores, labels) -> float:
+    """Micro-AUC: the AUROC of all (row, label) entries pooled (scikit-learn's
+    ``roc_auc_score(average="micro")``)."""
+    from sklearn.metrics import roc_auc_score
+
+    s, t = _label_matrix("micro_auc", scores, labels)
+    if t.min(initial=1) == t.max(initial=0):
+        raise ValueError("micro_auc: the labels need both positives and negatives.")
+    return float(roc_auc_score(t.ravel(), s.ravel()))
+
+
+@dataclass(frozen=True)
+class CollapseStats:
+    """Neural-collapse measures of features grouped by class (Papyan, Han & Donoho, 2020).
+
+    ``nc1`` = Tr(Σ_W Σ_B⁺)/K (within-class variability relative to the between-class spread; 0 at
+    collapse); ``equinorm`` = std/mean of the centred class means' norms ‖μ_k − μ_G‖ (0 when equal);
+    ``equiangularity`` = std over class pairs of cos(μ_k − μ_G, μ_l − μ_G) (0 when equiangular);
+    ``max_angle_gap`` = mean over pairs of |cos + 1/(K − 1)| (0 for a simplex ETF, the maximally
+    separated configuration)."""
+
+    nc1: float
+    equinorm: float
+    equiangularity: float
+    max_angle_gap: float
+
+
+def neural_collapse(features, labels) -> CollapseStats:
+    """:class:`CollapseStats` of ``features`` (N, d) with int class ``labels`` (N,); classes without
+    rows are left out, and at least two classes are needed."""
+    h, y = to_numpy(features).astype(np.float64), to_numpy(labels)
+    if h.ndim != 2 or y.shape != (h.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"neural_collapse: features must be (N, d) and labels int (N,); got shapes {h.shape} and "
+                         f"{y.shape} ({y.dtype}).")
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise ValueError("neural_collapse: need at least two classes with rows.")
+    k = len(classes)
+    mu_g = h.mean(0)
+    means = np.stack([h[y == c].mean(0) for c in classes])
+    centred = means - mu_g
+    sigma_b = centred.T @ centred / k
+    within = np.concatenate([h[y == c] - means[i] for i, c in enumerate(classes)])
+    sigma_w = within.T @ within / len(h)
+    nc1 = float(np.trace(sigma_w @ np.linalg.pinv(sigma_b)) / k)
+    norms = np.linalg.norm(centred, axis=1)
+    unit = centred / np.where(norms > 0, norms, 1)[:, None]
+    cos = (unit @ unit.T)[np.triu_indices(k, 1)]
+    return CollapseStats(nc1=nc1, equinorm=float(norms.std() / norms.mean()), equiangularity=float(cos.std()),
+                         max_angle_gap=float(np.abs(cos + 1.0 / (k - 1)).mean()))
+
+
+# --- retrieval: every sample queries the others (metric learning) ----------------------------------------------
+
+
+def _retrieval_ranks(name: str, embeddings, labels, max_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For each query (every sample, its own row excluded from the gallery): the relevance of the
+    gallery ranked by decreasing cosine similarity (ties by index), truncated to ``max_k`` columns, and
+    R, the number of relevant gallery items (same label). Returns ``(relevant (N, K) bool, R (N,))``."""
+    e = _normalised_rows(name, embeddings)
+    y = to_numpy(labels)
+    if y.shape != (len(e),) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name}: labels must be integer class ids of shape ({len(e)},), one per embedding; got "
+                         f"{y.dtype} of shape {y.shape}.")
+    if len(e) < 2:
+        raise ValueError(f"{name}: needs at least two embeddings (a query and a gallery); got {len(e)}.")
+    s = e @ e.T
+    np.fill_diagonal(s, -np.inf)
+    k = len(e) - 1 if max_k is None else min(max_k, len(e) - 1)
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    relevant = y[order] == y[:, None]
+    ids = np.unique(y, return_inverse=True)[1].ravel()
+    r = np.bincount(ids)[ids] - 1
+    return relevant, r
+
+
+def _check_k(name: str, k) -> tuple[int, ...]:
+    ks = (k,) if isinstance(k, (int, np.integer)) and not isinstance(k, bool) else tuple(k)
+    if not ks or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in ks):
+        raise ValueError(f"{name}: k must be an int ≥ 1 or a sequence of them; got {k!r}.")
+    return tuple(int(v) for v in ks)
+
+
+def retrieval_recall_at_k(embeddings, labels, k=1):
+    """Recall@K of metric learning (the MS and Circle papers' metric): the share of queries whose K
+    nearest other samples (cosine similarity, the query itself left out) hold at least one of its
+    class. Queries without another sample of their class are left out. ``k`` an int (a float back)
+    or a sequence (a dict ``{k: recall}``)."""
+    name = "retrieval_recall_at_k"
+    ks = _check_k(name, k)
+    relevant, r = _retrieval_ranks(name, embeddings, labels, max(ks))
+    keep = r > 0
+    out = {v: float(relevant[keep, :v].any(1).mean()) for v in ks}
+    return out[ks[0]] if isinstance(k, (int, np.integer)) else out
+
+
+def r_precision(embeddings, labels) -> float:
+    """R-precision (Musgrave et al., 2020): for each query with R > 0 other samples of its class, the
+    share of its R nearest neighbours that are of its class; the mean over queries."""
+    relevant, r = _retrieval_ranks("r_precision", embeddings, labels)
+    keep = r > 0
+    within = np.arange(relevant.shape[1])[None, :] < r[:, None]
+    return float(((relevant & within).sum(1)[keep] / r[keep]).mean())
+
+
+def map_at_r(embeddings, labels) -> float:
+    """MAP@R (Musgrave et al., 2020): for each query with R > 0, (1/R)·Σ_{i ≤ R} P(i)·rel(i), P(i) the
+    precision of the first i neighbours and rel(i) whether the i-th is of the query's class; the mean
+    over queries."""
+    relevant, r = _retrieval_ranks("map_at_r", embeddings, labels)
+    keep = r > 0
+    within = np.arange(relevant.shape[1])[None, :] < r[:, None]
+    rel = relevant & within
+    precision = np.cumsum(rel, 1) / np.arange(1, rel.shape[1] + 1)[None, :]
+    return float(((precision * rel).sum(1)[keep] / r[keep]).mean())
+
+
+def retrieval_report(embeddings, labels, k=(1, 2, 4)) -> dict:
+    """``{"R@1": …, "R@2": …, …, "MAP@R": …, "R-precision": …}`` (see :func:`retrieval_recall_at_k`,
+    :func:`map_at_r`, :func:`r_precision`)."""
+    recalls = retrieval_recall_at_k(embeddings, labels, tuple(_check_k("retrieval_report", k)))
+    return {**{f"R@{v}": x for v, x in recalls.items()}, "MAP@R": map_at_r(embeddings, labels),
+            "R-precision": r_precision(embeddings, labels)}

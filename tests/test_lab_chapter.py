@@ -66,6 +66,12 @@ def test_setup_prints_each_chapters_line():
         "05_label_noise": "scale=book: 10 seeds, 50 epochs, symmetric noise [0.0, 0.4, 0.6, 0.8], "
                           "class-pair noise [0.4], device=cpu",
         "06_calibration": "scale=book: 10 seeds, 10 training images per class, MLP 512 units, 160 epochs, device=cpu",
+        "08_metric_learning": "scale=book: 10 seeds, digits 0–5 → 6–9 for 20 epochs, speakers (train, val, test) "
+                              "(200, 12) (60, 8) (100, 8) for 15 epochs, step timings at N = [64, 256, 1024, 2048], "
+                              "device=cpu",
+        "07_imbalance_auc_multilabel": "scale=book: 10 seeds, digits-LT at imbalance [10, 50, 100], multi-label with 50 "
+                                       "labels, one-vs-rest AUC at [0.01, 0.05] positives, macro-AUC at label-wise "
+                                       "imbalance [1, 10, 50], device=cpu",
         "09_alternatives": "scale=book: 8 seeds, 5 of them for grokking and 5 for SOVR, modular addition mod 31 at "
                            "training fractions [0.3, 0.4, 0.5, 0.7], device=cpu",
         "10_sparse": "scale=book: 10 seeds, multi-label (classes, labels) [(10, 2), (30, 4)], sparse-softmax "

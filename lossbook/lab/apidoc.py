@@ -19,7 +19,8 @@ __all__ = ["MODULES", "api_label", "api_markdown", "first_paragraph"]
 #: The modules whose ``__all__`` the page documents, in the page's order.
 MODULES = (
     "lossbook.functional", "lossbook", "lossbook.metrics", "lossbook.softmax", "lossbook.spherical",
-    "lossbook.sampled", "lossbook.margin", "lossbook.robust", "lossbook.calibration", "lossbook.alternatives", "lossbook.sparse",
+    "lossbook.sampled", "lossbook.margin", "lossbook.pairs", "lossbook.robust", "lossbook.imbalance", "lossbook.calibration",
+    "lossbook.alternatives", "lossbook.sparse",
     "lossbook.engine",
     "lossbook.lab.chapter", "lossbook.lab.data", "lossbook.lab.corpus", "lossbook.lab.train",
     "lossbook.lab.experiments", "lossbook.lab.selection", "lossbook.lab.tune", "lossbook.lab.book",

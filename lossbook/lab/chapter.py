@@ -215,6 +215,38 @@ PRESETS: dict[str, ChapterPresets] = {
         summary="scale={scale}: {n_seeds} seeds, {grok_seeds} of them for grokking and {sovr_seeds} for SOVR, modular "
                 "addition mod {grok_p} at training fractions {grok_fractions}, device={device}",
     ),
+    "07_imbalance_auc_multilabel": ChapterPresets(
+        # lt_*: digits-LT (the digits' training split subsampled to an exponential profile with imbalance rho),
+        # an MLP (lt_hidden) trained full-batch by Adam for lt_steps at each rate in lt_lrs, the rate chosen per
+        # (rho, loss) on the balanced validation split with the first tune_seeds seeds; ml_*: sklearn's multi-label
+        # generator (ml_labels labels, about 2 per row, ml_n rows split 50/25/25), a linear model; auc_*: one digit
+        # against the rest with auc_fractions positives, with and without 10% label noise; mauc_*: multi-label data
+        # whose label-wise imbalance (max rate / min rate) runs over mauc_imbalance. Every *_lrs grid is extended
+        # once past an edge choice.
+        scales={
+            "smoke": {"n_seeds": 3, "tune_seeds": 2, "lt_rhos": [10, 100], "lt_lrs": [0.01, 0.03], "lt_hidden": (32,),
+                      "lt_steps": 40, "ml_n": 600, "ml_labels": 20, "ml_steps": 40, "ml_lrs": [0.03, 0.1],
+                      "asl_gammas": [0.0, 4.0], "auc_fractions": [0.05], "auc_steps": 60, "auc_lrs": [0.1],
+                      "pesg_lrs": [1.0], "mauc_n": 800, "mauc_imbalance": [1, 20], "mauc_steps": 40,
+                      "mauc_lrs": [0.03]},
+            "book": {"n_seeds": 10, "tune_seeds": 3, "lt_rhos": [10, 50, 100],
+                     "lt_lrs": [0.001, 0.003, 0.01, 0.03, 0.1], "lt_hidden": (64,), "lt_steps": 150, "ml_n": 1500,
+                     "ml_labels": 50, "ml_steps": 150, "ml_lrs": [0.001, 0.003, 0.01, 0.03, 0.1],
+                     "asl_gammas": [0.0, 1.0, 2.0, 4.0, 6.0], "auc_fractions": [0.01, 0.05], "auc_steps": 300,
+                     "auc_lrs": [0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3], "pesg_lrs": [0.3, 1.0, 3.0, 10.0, 30.0],
+                     "mauc_n": 1000, "mauc_imbalance": [1, 10, 50], "mauc_steps": 150,
+                     "mauc_lrs": [0.01, 0.03, 0.1, 0.3, 1.0]},
+            "paper": {"n_seeds": 20, "tune_seeds": 5, "lt_rhos": [10, 50, 100], "lt_lrs": [0.001, 0.003, 0.01, 0.03, 0.1],
+                      "lt_hidden": (256, 256), "lt_steps": 1000, "ml_n": 6000, "ml_labels": 80, "ml_steps": 500,
+                      "ml_lrs": [0.003, 0.01, 0.03, 0.1], "asl_gammas": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+                      "auc_fractions": [0.01, 0.02, 0.05], "auc_steps": 1000, "auc_lrs": [0.003, 0.01, 0.03, 0.1],
+                      "pesg_lrs": [0.1, 0.3, 1.0, 3.0, 10.0], "mauc_n": 10000, "mauc_imbalance": [1, 5, 10, 50, 100],
+                      "mauc_steps": 500, "mauc_lrs": [0.003, 0.01, 0.03, 0.1]},
+        },
+        summary="scale={scale}: {n_seeds} seeds, digits-LT at imbalance {lt_rhos}, multi-label with {ml_labels} labels, "
+                "one-vs-rest AUC at {auc_fractions} positives, macro-AUC at label-wise imbalance {mauc_imbalance}, "
+                "device={device}",
+    ),
     "10_sparse": ChapterPresets(
         # ml_*: the multi-label study (sklearn's generator: (classes, mean labels per row), n rows split 50/25/25,
         # full-batch Adam steps); ss_*: sparse-softmax on the prototype task (classes C, kept logits k, SGD rates
@@ -237,6 +269,33 @@ PRESETS: dict[str, ChapterPresets] = {
         },
         summary="scale={scale}: {n_seeds} seeds, multi-label (classes, labels) {ml_settings}, sparse-softmax "
                 "accuracy at C = {ss_C}, step timings at C = {time_C}, device={device}",
+    ),
+    "08_metric_learning": ChapterPresets(
+        # dig_*: digits retrieval (train on 0–5, validate on a split of their images, retrieve 6–9), an MLP
+        # 64 → 128 → 16 trained with Adam for dig_epochs over P × K batches (dig_batch); spk_*: synthetic speakers
+        # (vMF centre per speaker, concentration kappa; (speakers, utterances) for train, validation and test),
+        # MLP 64 → 128 → 32, N × M batches (spk_batch), validation EER every curve_every steps for GE2E and TE2E.
+        # The learning rate of every method comes from lrs on the first tune_seeds seeds (validation only; a
+        # choice on the edge extends the grid max_extensions times). time_*: one loss step at batch sizes time_N.
+        scales={
+            "smoke": {"n_seeds": 3, "tune_seeds": 1, "lrs": [0.001], "max_extensions": 0, "dig_epochs": 2,
+                      "dig_batch": (6, 12), "kappa": 30.0, "spk_train": (64, 6), "spk_val": (30, 6),
+                      "spk_test": (40, 6), "spk_epochs": 3, "spk_batch": (16, 3), "curve_every": 3,
+                      "time_N": [64, 256], "time_C": 100, "time_rounds": 3, "time_min": 0.1},
+            "book": {"n_seeds": 10, "tune_seeds": 3, "lrs": [0.0003, 0.001, 0.003], "max_extensions": 2,
+                     "dig_epochs": 20, "dig_batch": (6, 16), "kappa": 30.0, "spk_train": (200, 12),
+                     "spk_val": (60, 8), "spk_test": (100, 8), "spk_epochs": 15, "spk_batch": (32, 3),
+                     "curve_every": 25, "time_N": [64, 256, 1024, 2048], "time_C": 100, "time_rounds": 5,
+                     "time_min": 1.0},
+            "paper": {"n_seeds": 20, "tune_seeds": 5, "lrs": [0.0001, 0.0003, 0.001, 0.003], "max_extensions": 2,
+                      "dig_epochs": 40, "dig_batch": (6, 32), "kappa": 30.0, "spk_train": (1_000, 20),
+                      "spk_val": (200, 10), "spk_test": (500, 10), "spk_epochs": 30, "spk_batch": (64, 10),
+                      "curve_every": 50, "time_N": [64, 256, 1024, 4096], "time_C": 1_000, "time_rounds": 7,
+                      "time_min": 2.0},
+        },
+        summary="scale={scale}: {n_seeds} seeds, digits 0–5 → 6–9 for {dig_epochs} epochs, speakers (train, val, "
+                "test) {spk_train} {spk_val} {spk_test} for {spk_epochs} epochs, step timings at N = {time_N}, "
+                "device={device}",
     ),
 }
 

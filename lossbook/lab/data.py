@@ -10,6 +10,8 @@
   nuisance factors, optionally with a per-sample quality that blurs the identity signal;
 * :func:`digits_identities` — the digits as open-set identities (train on some digits, verify on the
   others), optionally degraded by blur and noise graded by a per-sample quality;
+* :func:`one_vs_rest`, :func:`multilabel_imbalance` — binary tasks with few positives (and label
+  noise), and multi-label data whose labels' positive rates fall off by a chosen imbalance;
 * :func:`latent_factor_interactions` — a synthetic recommender: users and items with latent
   factors and a Zipfian item popularity, split into train and test interactions.
 
@@ -38,7 +40,10 @@ __all__ = [
     "latent_factor_interactions",
     "load_digits",
     "long_tail",
+    "multilabel_imbalance",
     "multilabel_queries",
+    "one_vs_rest",
+    "pk_batches",
     "symmetric_noise",
     "vmf_identities",
 ]
@@ -676,3 +681,99 @@ def multilabel_queries(num_labels: int, num_queries: int, *, dim: int = 32, inpu
     cuts = (slice(0, n_train), slice(n_train, n_train + n_val), slice(n_train + n_val, num_queries))
     parts = [(x[c].float().contiguous(), positives[c].contiguous()) for c in cuts]
     return MultiLabelQueries(*parts[0], *parts[1], *parts[2], features.float(), emb)
+
+
+# --- imbalance: one-vs-rest tasks and multi-label data with label-wise imbalance (chapter 7) ----------------
+
+
+def one_vs_rest(x: Tensor, y: Tensor, positive: int, *, positive_fraction: float | None = None,
+                noise: float = 0.0, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """A binary task "class ``positive`` against the rest" from class-index data ``(x, y)``.
+
+    With ``positive_fraction`` the positives are subsampled (all negatives kept) so that they make
+    that share of the rows (at least one positive); ``noise`` flips that fraction of the binary
+    labels, chosen at random (both directions). Returns ``(x, labels, flipped)``: int64 0/1 labels
+    and the bool mask of flipped rows. New tensors; the inputs are not modified.
+    """
+    if isinstance(positive, bool) or not isinstance(positive, int):
+        raise TypeError(f"one_vs_rest: positive must be an int class; got {positive!r}.")
+    if not bool((y == positive).any()):
+        raise ValueError(f"one_vs_rest: class {positive} has no rows in y.")
+    noise = _check_rate("one_vs_rest", noise)
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.nonzero(y.cpu() == positive).squeeze(1)
+    neg = torch.nonzero(y.cpu() != positive).squeeze(1)
+    if positive_fraction is not None:
+        if not 0 < positive_fraction < 1:
+            raise ValueError(f"one_vs_rest: positive_fraction must lie in (0, 1), e.g. 0.01; got {positive_fraction!r}.")
+        n_pos = max(1, min(len(pos), round(positive_fraction * len(neg) / (1 - positive_fraction))))
+        pos = pos[torch.randperm(len(pos), generator=g)[:n_pos]]
+    keep = torch.cat([pos, neg]).sort().values.to(y.device)
+    labels = (y[keep] == positive).long()
+    flip = (torch.rand(len(keep), generator=g) < noise).to(y.device)
+    return x[keep], torch.where(flip, 1 - labels, labels), flip
+
+
+def multilabel_imbalance(n: int, num_labels: int, *, dim: int = 20, max_rate: float = 0.5, imbalance: float = 1.0,
+                         signal: float = 2.0, seed: int) -> tuple[Tensor, Tensor]:
+    """Synthetic multi-label data with a controlled label-wise imbalance.
+
+    x ~ N(0, I_dim); label k is on when ``signal``·w_kᵀx + ε > t_k, ε ~ N(0, 1), w_k a random unit vector, with
+    the threshold t_k set so that label k's positive rate is r_k = ``max_rate`` · ``imbalance``^{−k/(K−1)}:
+    the most frequent label has rate ``max_rate`` and the rarest ``max_rate``/``imbalance``
+    (``imbalance`` = 1: every label at ``max_rate``). Every label has the same signal-to-noise ratio, so
+    only its imbalance differs. Returns ``(x, labels)``: float32 (n, dim) and float32 0/1 (n, K).
+    The world (w, thresholds) depends on ``seed`` only through the draws; use one seed per data set.
+    """
+    from scipy.stats import norm
+
+    if not 0 < max_rate <= 0.5:
+        raise ValueError(f"multilabel_imbalance: max_rate must lie in (0, 0.5]; got {max_rate!r}.")
+    if imbalance < 1:
+        raise ValueError(f"multilabel_imbalance: imbalance is max rate / min rate and must be ≥ 1; got {imbalance!r}.")
+    if num_labels < 1 or n < 1:
+        raise ValueError(f"multilabel_imbalance: n and num_labels must be ≥ 1; got {n} and {num_labels}.")
+    g = torch.Generator().manual_seed(seed)
+    w = torch.nn.functional.normalize(torch.randn(num_labels, dim, generator=g, dtype=torch.float64), dim=1)
+    x = torch.randn(n, dim, generator=g, dtype=torch.float64)
+    rates = max_rate * imbalance ** (-torch.arange(num_labels, dtype=torch.float64) / max(num_labels - 1, 1))
+    # signal·w·x + ε ~ N(0, signal² + 1): the threshold at the (1 − r) quantile gives rate r
+    thresholds = torch.as_tensor(norm.ppf(1 - rates.numpy()), dtype=torch.float64) * math.sqrt(signal**2 + 1)
+    score = signal * x @ w.T + torch.randn(n, num_labels, generator=g, dtype=torch.float64)
+    return x.float(), (score > thresholds).float()
+
+
+# --- class-balanced batches for metric learning (P classes × K samples) -------------------------------------
+
+
+def pk_batches(labels: Tensor, classes_per_batch: int, per_class: int, *, generator: torch.Generator,
+               num_batches: int | None = None) -> list[Tensor]:
+    """One epoch of "P × K" batches for pair losses: each batch holds ``classes_per_batch`` distinct classes
+    drawn at random, and ``per_class`` samples of each, drawn without replacement from a per-class shuffle
+    (reshuffled when a class runs out). Returns index tensors into ``labels``; ``num_batches`` defaults to
+    ⌊N / (P·K)⌋. Every class needs at least ``per_class`` samples (GE2E and the prototypical losses need
+    every class of a batch the same number of times)."""
+    name = "pk_batches"
+    if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.dim() != 1:
+        raise TypeError(f"{name}: labels must be an int64 tensor of shape (N,); got {labels!r:.60}.")
+    classes, counts = torch.unique(labels, return_counts=True)
+    for arg, v, high in (("classes_per_batch", classes_per_batch, len(classes)),
+                         ("per_class", per_class, int(counts.min()) if len(counts) else 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= high:
+            raise ValueError(f"{name}: {arg} must be an int in [1, {high}] for these labels ({len(classes)} classes, "
+                             f"the smallest with {int(counts.min()) if len(counts) else 0} samples); got {v!r}.")
+    members = [torch.nonzero(labels == c).squeeze(1) for c in classes]
+    order = [m[torch.randperm(len(m), generator=generator)] for m in members]
+    used = [0] * len(classes)
+    n = len(labels) // (classes_per_batch * per_class) if num_batches is None else int(num_batches)
+    batches = []
+    for _ in range(n):
+        chosen = torch.randperm(len(classes), generator=generator)[:classes_per_batch].tolist()
+        parts = []
+        for c in chosen:
+            if used[c] + per_class > len(order[c]):
+                order[c], used[c] = members[c][torch.randperm(len(members[c]), generator=generator)], 0
+            parts.append(order[c][used[c]:used[c] + per_class])
+            used[c] += per_class
+        batches.append(torch.cat(parts))
+    return batches
