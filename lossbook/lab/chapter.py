@@ -221,27 +221,30 @@ PRESETS: dict[str, ChapterPresets] = {
         # (rho, loss) on the balanced validation split with the first tune_seeds seeds; ml_*: sklearn's multi-label
         # generator (ml_labels labels, about 2 per row, ml_n rows split 50/25/25), a linear model; auc_*: one digit
         # against the rest with auc_fractions positives, with and without 10% label noise; mauc_*: multi-label data
-        # whose label-wise imbalance (max rate / min rate) runs over mauc_imbalance. Every *_lrs grid is extended
-        # once past an edge choice.
+        # whose label-wise imbalance (max rate / min rate) runs over mauc_imbalance; sam_radii: SAM's radius grid
+        # for VS at the largest rho, spectrum_*: seeds and Lanczos steps of the per-class Hessian spectra. Every
+        # grid is extended once past an edge choice.
         scales={
             "smoke": {"n_seeds": 3, "tune_seeds": 2, "lt_rhos": [10, 100], "lt_lrs": [0.01, 0.03], "lt_hidden": (32,),
                       "lt_steps": 40, "ml_n": 600, "ml_labels": 20, "ml_steps": 40, "ml_lrs": [0.03, 0.1],
                       "asl_gammas": [0.0, 4.0], "auc_fractions": [0.05], "auc_steps": 60, "auc_lrs": [0.1],
                       "pesg_lrs": [1.0], "mauc_n": 800, "mauc_imbalance": [1, 20], "mauc_steps": 40,
-                      "mauc_lrs": [0.03]},
+                      "mauc_lrs": [0.03], "sam_radii": [0.1, 0.8], "spectrum_seeds": 2, "spectrum_iters": 8},
             "book": {"n_seeds": 10, "tune_seeds": 3, "lt_rhos": [10, 50, 100],
                      "lt_lrs": [0.001, 0.003, 0.01, 0.03, 0.1], "lt_hidden": (64,), "lt_steps": 150, "ml_n": 1500,
                      "ml_labels": 50, "ml_steps": 150, "ml_lrs": [0.001, 0.003, 0.01, 0.03, 0.1],
                      "asl_gammas": [0.0, 1.0, 2.0, 4.0, 6.0], "auc_fractions": [0.01, 0.05], "auc_steps": 300,
                      "auc_lrs": [0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3], "pesg_lrs": [0.3, 1.0, 3.0, 10.0, 30.0],
                      "mauc_n": 1000, "mauc_imbalance": [1, 10, 50], "mauc_steps": 150,
-                     "mauc_lrs": [0.01, 0.03, 0.1, 0.3, 1.0]},
+                     "mauc_lrs": [0.01, 0.03, 0.1, 0.3, 1.0], "sam_radii": [0.05, 0.1, 0.2, 0.5, 0.8],
+                     "spectrum_seeds": 3, "spectrum_iters": 20},
             "paper": {"n_seeds": 20, "tune_seeds": 5, "lt_rhos": [10, 50, 100], "lt_lrs": [0.001, 0.003, 0.01, 0.03, 0.1],
                       "lt_hidden": (256, 256), "lt_steps": 1000, "ml_n": 6000, "ml_labels": 80, "ml_steps": 500,
                       "ml_lrs": [0.003, 0.01, 0.03, 0.1], "asl_gammas": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
                       "auc_fractions": [0.01, 0.02, 0.05], "auc_steps": 1000, "auc_lrs": [0.003, 0.01, 0.03, 0.1],
                       "pesg_lrs": [0.1, 0.3, 1.0, 3.0, 10.0], "mauc_n": 10000, "mauc_imbalance": [1, 5, 10, 50, 100],
-                      "mauc_steps": 500, "mauc_lrs": [0.003, 0.01, 0.03, 0.1]},
+                      "mauc_steps": 500, "mauc_lrs": [0.003, 0.01, 0.03, 0.1],
+                      "sam_radii": [0.05, 0.1, 0.2, 0.5, 0.8, 1.2], "spectrum_seeds": 5, "spectrum_iters": 30},
         },
         summary="scale={scale}: {n_seeds} seeds, digits-LT at imbalance {lt_rhos}, multi-label with {ml_labels} labels, "
                 "one-vs-rest AUC at {auc_fractions} positives, macro-AUC at label-wise imbalance {mauc_imbalance}, "
