@@ -32,6 +32,7 @@ __all__ = [
     "confusion_matrix",
     "equal_error_rate",
     "expected_calibration_error",
+    "false_head_rate",
     "feature_norm_stats",
     "group_accuracy",
     "ks_distance",
@@ -891,3 +892,33 @@ def retrieval_report(embeddings, labels, k=(1, 2, 4)) -> dict:
     recalls = retrieval_recall_at_k(embeddings, labels, tuple(_check_k("retrieval_report", k)))
     return {**{f"R@{v}": x for v, x in recalls.items()}, "MAP@R": map_at_r(embeddings, labels),
             "R-precision": r_precision(embeddings, labels)}
+
+
+# --- long tail: the False Head Rate (chapter 7, Bayes-LT) --------------------------------------------------------
+
+
+def false_head_rate(scores, target, class_counts, *, tail_shares=(0.25, 0.5, 0.75)) -> float:
+    """False Head Rate of Li & Zhang (2023): with the classes ranked by their training counts
+    ``class_counts`` (C,) from the most frequent, and a border b = round(C·share) for each share in
+    ``tail_shares``, the share of rows whose class ranks ≥ b (the tail) that are predicted as a
+    class ranked < b (the head); the mean over the shares (the authors' code,
+    lblaoke/RF-DLC ``model/metric.py``, uses 0.25, 0.5, 0.75 and reports their mean). ``scores``
+    (N, C) (argmax) or int predictions (N,). Lower is better; NaN if no share has a tail row."""
+    pred, y, c = _predictions("false_head_rate", scores, target, None)
+    counts = to_numpy(class_counts).astype(float)
+    if counts.ndim != 1 or len(counts) < max(c, 2):
+        raise ValueError(f"false_head_rate: class_counts must be one training count per class (C ≥ 2, covering every "
+                         f"class in scores/target); got shape {counts.shape}.")
+    shares = np.atleast_1d(np.asarray(tail_shares, dtype=float))
+    if shares.size == 0 or not ((shares > 0) & (shares < 1)).all():
+        raise ValueError(f"false_head_rate: tail_shares must be shares in (0, 1); got {tail_shares!r}.")
+    rank = np.empty(len(counts), dtype=int)
+    rank[np.argsort(-counts, kind="stable")] = np.arange(len(counts))
+    rp, ry = rank[pred], rank[y]
+    rates = []
+    for share in shares:
+        border = int(len(counts) * share + 0.5)
+        tail = ry >= border
+        if tail.any():
+            rates.append(float((tail & (rp < border)).sum() / tail.sum()))
+    return float(np.mean(rates)) if rates else float("nan")

@@ -464,10 +464,11 @@ def test_pesg_trains_a_scorer_to_a_high_auc():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(400, 5, generator=g)
     y = (x[:, 0] + 0.3 * torch.randn(400, generator=g) > 1.2).long()
+    torch.manual_seed(0)  # the initial weights, independent of the tests run before this one
     model = torch.nn.Linear(5, 1)
     loss = AUCMLoss(margin=1.0)
     opt = PESG(model.parameters(), loss, lr=0.1, weight_decay=1e-4)
-    for _ in range(200):
+    for _ in range(500):  # converged from any of the initial weights tried (AUC 0.987-0.991 for seeds 0-5)
         opt.zero_grad()
         loss(torch.sigmoid(model(x)), y).backward()
         opt.step()

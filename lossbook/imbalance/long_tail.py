@@ -50,6 +50,7 @@ __all__ = [
     "balanced_softmax_loss",
     "bayes_decision",
     "class_balanced_loss",
+    "class_balanced_weights",
     "class_priors",
     "ldam_loss",
     "ldam_margins",
@@ -191,16 +192,28 @@ def _check_cb(class_counts=None, beta=0.999):
             check_number("class_balanced_loss", "beta", beta, low=0.0, high=1.0, high_open=True))
 
 
+@register_method(kind="building block", family="imbalance", paper="cui2019classbalanced")
+def class_balanced_weights(class_counts, beta: float = 0.999) -> Tensor:
+    r"""Cui et al. (2019)'s class weights w_k ∝ 1/E_{n_k}, E_n = (1 − βⁿ)/(1 − β) the effective number,
+    normalised so that Σ_k w_k = C (float64, shape (C,)). β = 0 gives equal weights, β → 1 inverse
+    frequencies. LDAM-DRW's deferred re-weighting (kaidic/LDAM-DRW ``cifar_train.py``, ``--train_rule
+    DRW``) switches to these weights with β = 0.9999 for the last epochs."""
+    counts, beta = _check_cb(class_counts, beta)
+    if counts is None:
+        raise ValueError("class_balanced_weights: class_counts is required; pass torch.bincount(y_train, minlength=C).")
+    # effective number E_n = (1 − β^n)/(1 − β); β = 0 gives E_n = 1 (no re-weighting)
+    effective = -torch.expm1(counts * torch.log(torch.tensor(beta, dtype=torch.float64))) / (1 - beta)
+    w = 1.0 / effective
+    return w * (len(w) / w.sum())
+
+
 def _effective_weights(counts: Tensor | None, beta: float, z: Tensor) -> Tensor | None:
     if counts is None:
         return None
     if counts.numel() != z.shape[1]:
         raise ValueError(f"class_balanced_loss: class_counts has {counts.numel()} entries but the logits have "
                          f"{z.shape[1]} classes; pass one count per class.")
-    # effective number E_n = (1 − β^n)/(1 − β); β = 0 gives E_n = 1 (no re-weighting)
-    effective = -torch.expm1(counts * torch.log(torch.tensor(beta, dtype=torch.float64))) / (1 - beta)
-    w = 1.0 / effective
-    return (w * (len(w) / w.sum())).to(device=z.device, dtype=z.dtype)
+    return class_balanced_weights(counts, beta).to(device=z.device, dtype=z.dtype)
 
 
 @register_method(kind="stateful loss", family="imbalance", paper="cui2019classbalanced")

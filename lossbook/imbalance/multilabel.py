@@ -30,9 +30,28 @@ The paper's point: the univariate loss's bound on the macro-AUC risk grows with 
 imbalance (1/min_k τ_k, τ_k the share of the minority side of label k), the pairwise and
 re-weighted losses' do not. These losses read the whole batch, so they are methods, not
 registered (per-row) losses.
+
+**PU-MLC** (Yuan, Zhang & Huang, 2023, "Positive label is all you need for multi-label
+classification"; the authors' code TAKELAMAG/PU-MLC, ``src/loss_functions/vpu_loss.py``,
+``train.py``). Only the annotated positives are used (P_k: label k's annotated rows); every row is
+unlabeled data. A per-label temperature s_k = min(α·std_i z_{ik}, 1) (the batch's population
+standard deviation, no gradient) sharpens p = σ(z/s), and a re-balance factor
+w_k = (mean_i p_{ik})^γ (no gradient) weighs the unlabeled term of the variational PU loss:
+
+.. math::
+
+    \ell = \sum_k w_k \log\Bigl(\frac1N\sum_i p_{ik}\Bigr) - \sum_k \frac1{|P_k|}\sum_{i\in P_k}\log p_{ik}
+
+(a label without annotated positives adds only its unlabeled term). The code adds a mixup
+penalty: two halves of the batch are mixed, x̃ = λx_a + (1 − λ)x_b with λ ~ Beta(0.3, 0.3), their
+soft targets t = 1 on annotated positives and p = σ(z) elsewhere (:func:`pu_soft_target`) mixed
+the same way, and :func:`pu_mixup_penalty` Σ_k (1/N) Σ_i (log t̃_{ik} − log σ(z̃_{ik}))² added.
+The code's MS-COCO command uses α = 1, γ = 0.55 (VOC: α = 2, γ = 0.85).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +60,8 @@ from torch import Tensor
 from .._validation import check_logits, check_number, check_reduction, describe, format_shape, reduce_loss
 from ..registry import register_method
 
-__all__ = ["MACRO_AUC_KINDS", "SURROGATES", "asymmetric_loss", "macro_auc_loss"]
+__all__ = ["MACRO_AUC_KINDS", "SURROGATES", "asymmetric_loss", "macro_auc_loss", "pu_mixup_penalty", "pu_mlc_loss",
+           "pu_soft_target"]
 
 #: The three losses of the macro-AUC paper.
 MACRO_AUC_KINDS = ("univariate", "pairwise", "reweighted")
@@ -138,3 +158,64 @@ def macro_auc_loss(input: Tensor, target: Tensor, *, kind: str = "pairwise",
             for k in range(input.shape[1])])
     total = torch.where(both, per_label, torch.zeros_like(per_label)).sum()
     return torch.where(n_labels > 0, total / n_labels.clamp_min(1), total * 0.0)
+
+
+def _pu_positives(name: str, input: Tensor, target: Tensor) -> Tensor:
+    check_logits(name, input)
+    if not isinstance(target, Tensor) or target.shape != input.shape:
+        raise ValueError(f"{name}: target must be shaped like input {format_shape(input)}, 1 for an annotated "
+                         f"positive and 0 (or -1) for anything else; got {describe(target)}.")
+    return (target == 1).to(input.dtype)
+
+
+@register_method(kind="stateful loss", family="imbalance", paper="yuan2023positive")
+def pu_mlc_loss(input: Tensor, target: Tensor, *, gamma: float = 0.55, alpha: float = 1.0) -> Tensor:
+    r"""PU-MLC's positive-unlabeled multi-label loss (module docstring) on a batch of logits ``input``
+    (N, K): ``target`` (N, K) marks the annotated positives with 1; every other entry (0, or −1 for a
+    known negative) is treated as unlabeled, as in the authors' code. ``alpha`` scales the per-label
+    temperature s_k = min(α·std_i z_ik, 1) (no gradient; a label whose logits are all equal in the
+    batch gets s = 1e-6 instead of 0), ``gamma`` the re-balance factor's exponent (defaults: the
+    code's MS-COCO command). Summed over labels; log p by ``logsigmoid`` (the code adds 1e-10 inside
+    its logs). Returns a scalar.
+    """
+    name = "pu_mlc_loss"
+    pos = _pu_positives(name, input, target)
+    gamma = check_number(name, "gamma", gamma, low=0.0)
+    alpha = check_number(name, "alpha", alpha, low=0.0, low_open=True)
+    if input.shape[0] == 0:
+        return input.sum() * 0.0
+    with torch.no_grad():
+        temp = (alpha * input.std(0, unbiased=False)).clamp(min=1e-6, max=1.0)
+    log_p = F.logsigmoid(input / temp)
+    n = input.shape[0]
+    log_mean_p = torch.logsumexp(log_p, 0) - math.log(n)
+    with torch.no_grad():
+        rebalance = log_mean_p.exp().pow(gamma)
+    n_pos = pos.sum(0)
+    positive = torch.where(n_pos > 0, (pos * log_p).sum(0) / n_pos.clamp_min(1.0), torch.zeros_like(n_pos))
+    return (rebalance * log_mean_p).sum() - positive.sum()
+
+
+@register_method(kind="building block", family="imbalance", paper="yuan2023positive")
+def pu_soft_target(input: Tensor, target: Tensor) -> Tensor:
+    """PU-MLC's soft targets for its mixup penalty: 1 on the annotated positives (``target == 1``),
+    σ(z) (with its gradient, as in the authors' code) on every other entry of ``input`` (N, K)."""
+    pos = _pu_positives("pu_soft_target", input, target)
+    return torch.where(pos == 1, torch.ones_like(input), torch.sigmoid(input))
+
+
+@register_method(kind="building block", family="imbalance", paper="yuan2023positive")
+def pu_mixup_penalty(input: Tensor, soft_target: Tensor) -> Tensor:
+    r"""PU-MLC's mixup penalty Σ_k (1/N) Σ_i (log t_ik − log σ(z_ik))² between the logits ``input``
+    (N, K) of mixed inputs and their mixed soft targets ``soft_target`` (N, K) in (0, 1] (mix
+    :func:`pu_soft_target` of the two halves with the inputs' λ)."""
+    name = "pu_mixup_penalty"
+    check_logits(name, input)
+    if not isinstance(soft_target, Tensor) or soft_target.shape != input.shape:
+        raise ValueError(f"{name}: soft_target must be shaped like input {format_shape(input)}; got "
+                         f"{describe(soft_target)}.")
+    if soft_target.numel() and not bool(((soft_target > 0) & (soft_target <= 1)).all()):
+        raise ValueError(f"{name}: soft_target must lie in (0, 1] (mixed pu_soft_target values).")
+    if input.shape[0] == 0:
+        return input.sum() * 0.0
+    return (torch.log(soft_target) - F.logsigmoid(input)).pow(2).mean(0).sum()
