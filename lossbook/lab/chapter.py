@@ -280,19 +280,32 @@ PRESETS: dict[str, ChapterPresets] = {
         # MLP 64 → 128 → 32, N × M batches (spk_batch), validation EER every curve_every steps for GE2E and TE2E.
         # The learning rate of every method comes from lrs on the first tune_seeds seeds (validation only; a
         # choice on the edge extends the grid max_extensions times). time_*: one loss step at batch sizes time_N.
+        # fs_*: few-shot (train on digits 0–4, 5-way episodes on 5–9): fs_episodes episodes per shot in fs_shots
+        # with fs_query queries per class, on validation images of 0–4 (choices) and on 5–9 (test),
+        # over more_seeds seeds (as the Metrix comparison, planned for a 2-point effect). lt_*: digits-LT
+        # (training split subsampled to imbalance lt_imbalance), random batches of lt_batch for lt_epochs (rates from
+        # lt_lrs), a linear probe, tail accuracy on the lt_tail rarest classes.
         scales={
             "smoke": {"n_seeds": 3, "tune_seeds": 1, "lrs": [0.001], "max_extensions": 0, "dig_epochs": 2,
+                      "fs_shots": [1, 5], "fs_episodes": 20, "fs_query": 5, "more_seeds": 3,
+                      "lt_imbalance": 10, "lt_epochs": 3, "lt_batch": 64, "lt_tail": 3, "lt_lrs": [0.001],
                       "dig_batch": (6, 12), "kappa": 30.0, "spk_train": (64, 6), "spk_val": (30, 6),
                       "spk_test": (40, 6), "spk_epochs": 3, "spk_batch": (16, 3), "curve_every": 3,
                       "time_N": [64, 256], "time_C": 100, "time_rounds": 3, "time_min": 0.1},
             "book": {"n_seeds": 10, "tune_seeds": 3, "lrs": [0.0003, 0.001, 0.003], "max_extensions": 2,
+                     "fs_shots": [1, 5], "fs_episodes": 300, "fs_query": 15, "more_seeds": 20,
+                     "lt_imbalance": 10, "lt_epochs": 60, "lt_batch": 64, "lt_tail": 3,
+                     "lt_lrs": [0.001, 0.003, 0.01, 0.03],
                      "dig_epochs": 20, "dig_batch": (6, 16), "kappa": 30.0, "spk_train": (200, 12),
                      "spk_val": (60, 8), "spk_test": (100, 8), "spk_epochs": 15, "spk_batch": (32, 3),
                      "curve_every": 25, "time_N": [64, 256, 1024, 2048], "time_C": 100, "time_rounds": 5,
                      "time_min": 1.0},
             "paper": {"n_seeds": 20, "tune_seeds": 5, "lrs": [0.0001, 0.0003, 0.001, 0.003], "max_extensions": 2,
-                      "dig_epochs": 40, "dig_batch": (6, 32), "kappa": 30.0, "spk_train": (1_000, 20),
-                      "spk_val": (200, 10), "spk_test": (500, 10), "spk_epochs": 30, "spk_batch": (64, 10),
+                      "fs_shots": [1, 5], "fs_episodes": 1000, "fs_query": 15, "more_seeds": 30,
+                      "lt_imbalance": 10, "lt_epochs": 100, "lt_batch": 64, "lt_tail": 3,
+                      "lt_lrs": [0.001, 0.003, 0.01, 0.03], "dig_epochs": 40, "dig_batch": (6, 32), "kappa": 30.0,
+                      "spk_train": (1_000, 20), "spk_val": (200, 10), "spk_test": (500, 10), "spk_epochs": 30,
+                      "spk_batch": (64, 10),
                       "curve_every": 50, "time_N": [64, 256, 1024, 4096], "time_C": 1_000, "time_rounds": 7,
                       "time_min": 2.0},
         },

@@ -37,6 +37,7 @@ __all__ = [
     "Splits",
     "asymmetric_noise",
     "digits_identities",
+    "few_shot_episodes",
     "latent_factor_interactions",
     "load_digits",
     "long_tail",
@@ -777,3 +778,32 @@ def pk_batches(labels: Tensor, classes_per_batch: int, per_class: int, *, genera
             used[c] += per_class
         batches.append(torch.cat(parts))
     return batches
+
+
+def few_shot_episodes(labels: Tensor, n_way: int, k_shot: int, *, n_query: int, n_episodes: int,
+                      generator: torch.Generator) -> list[tuple[Tensor, Tensor]]:
+    """N-way K-shot episodes for few-shot evaluation: each draws ``n_way`` distinct classes at random, then,
+    without replacement within the episode, ``k_shot`` support and ``n_query`` query samples of each.
+    Returns ``n_episodes`` pairs ``(support, query)`` of index tensors into ``labels``, both class by class
+    in the order the classes were drawn. Every class needs at least ``k_shot + n_query`` samples."""
+    name = "few_shot_episodes"
+    if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.dim() != 1:
+        raise TypeError(f"{name}: labels must be an int64 tensor of shape (N,); got {labels!r:.60}.")
+    classes, counts = torch.unique(labels, return_counts=True)
+    for arg, v in (("k_shot", k_shot), ("n_query", n_query), ("n_episodes", n_episodes)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: {arg} must be an int ≥ 1; got {v!r}.")
+    if isinstance(n_way, bool) or not isinstance(n_way, int) or not 2 <= n_way <= len(classes):
+        raise ValueError(f"{name}: n_way must be an int in [2, {len(classes)}] (the number of classes in labels); "
+                         f"got {n_way!r}.")
+    small = classes[counts < k_shot + n_query].tolist()
+    if small:
+        raise ValueError(f"{name}: classes {small} have fewer than k_shot + n_query = {k_shot + n_query} samples; "
+                         "lower k_shot or n_query.")
+    members = [torch.nonzero(labels == c).squeeze(1) for c in classes]
+    episodes = []
+    for _ in range(n_episodes):
+        chosen = torch.randperm(len(classes), generator=generator)[:n_way].tolist()
+        picks = [members[c][torch.randperm(len(members[c]), generator=generator)[:k_shot + n_query]] for c in chosen]
+        episodes.append((torch.cat([p[:k_shot] for p in picks]), torch.cat([p[k_shot:] for p in picks])))
+    return episodes

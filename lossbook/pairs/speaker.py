@@ -18,8 +18,9 @@ of first appearance, and within a speaker in batch order).
   One value per speaker.
 * **Prototypical** (Snell et al., 2017, as the same authors' speaker baseline): the same with
   −‖query − prototype‖² as the logit.
-* **Prototypical triplet**: the triplet loss with the positive and the negative replaced by class
-  centroids of the batch, [‖x − c_y‖² − ‖x − c_n‖² + m]₊, the negative centroid mined semi-hard.
+* **Prototypical triplet** (Doras & Peeters, 2020): the triplet loss with the positive and the negative
+  replaced by class centroids of the batch, [‖x − c_y‖² − ‖x − c_n‖² + m]₊, the negative centroid mined
+  semi-hard (optionally on unit embeddings and unit centroids, as the first author's implementation).
 """
 
 from __future__ import annotations
@@ -185,23 +186,31 @@ def _check_proto_triplet(margin=1.0, mining="semi_hard"):
         raise ValueError(f"proto_triplet_loss: mining must be 'semi_hard' or 'hardest'; got {mining!r}.")
 
 
-@register_method(kind="stateful loss", family="pairs")
+@register_method(kind="stateful loss", family="pairs", paper="doras2020prototypical")
 def proto_triplet_loss(embeddings: Tensor, labels: Tensor, *, margin: float = 1.0, mining: str = "semi_hard",
-                       reduction: str = "mean") -> Tensor:
+                       normalize: bool = False, reduction: str = "mean") -> Tensor:
     """Prototypical triplet loss per sample: [‖x − c_y‖² − ‖x − c_n‖² + m]₊ with c_k the centroid of class k's
     embeddings in the batch (the anchor's own included), and the negative prototype c_n chosen by semi-hard
     mining as TensorFlow's ``triplet_semihard_loss`` (the closest prototype farther than c_y; when there is
     none, the farthest), or the closest other prototype (``"hardest"``). Classes need not be balanced;
-    a batch needs two classes. Default margin 1.0 (TensorFlow's). The form follows the description of
-    an implementation that cites arXiv:1910.09862; that paper's own text was not available to check."""
+    a batch needs two classes. Default margin 1.0 (TensorFlow's). With ``normalize`` the embeddings and the
+    centroids are L2-normalised first, as in the TensorFlow Addons ``PrototypicalTripletLoss`` written by the
+    paper's first author (Doras & Peeters, 2020, "A Prototypical Triplet Loss for Cover Detection",
+    arXiv:1910.09862), which expects unit embeddings and normalises the centroids it computes."""
     name = "proto_triplet_loss"
     check_batch(name, embeddings, labels, reduction)
     _check_proto_triplet(margin, mining)
+    if not isinstance(normalize, bool):
+        raise TypeError(f"{name}: normalize must be True or False; got {type(normalize).__name__}.")
+    if normalize:
+        embeddings = F.normalize(embeddings, dim=1)
     uniq, inverse = torch.unique(labels, return_inverse=True)
     if len(uniq) < 2:
         raise ValueError(f"{name}: needs at least two classes in the batch; got {len(uniq)}.")
     onehot = F.one_hot(inverse, len(uniq)).to(embeddings.dtype)
     centroids = (onehot.T @ embeddings) / onehot.sum(0)[:, None]
+    if normalize:
+        centroids = F.normalize(centroids, dim=1)
     d = (embeddings[:, None, :] - centroids[None, :, :]).square().sum(2)  # (N, K)
     own = onehot.bool()
     d_pos = d[own]
