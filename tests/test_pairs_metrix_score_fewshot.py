@@ -1,9 +1,11 @@
-"""Metrix (lossbook.pairs.metrix_contrastive_loss), the nearest-prototype rule, the few-shot episode sampler
+"""Metrix (lossbook.pairs.metrix_contrastive_loss and metrix_multi_similarity_loss), the nearest-prototype rule, the few-shot episode sampler
 (lossbook.lab.data.few_shot_episodes) and proto-triplet on unit embeddings: float64 loops, gradcheck, the
 special cases (λ = 1 and λ = 0 give the clean loss's positive and negative terms; w = 0 the clean loss),
 extreme scales and errors."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import pytest
@@ -96,23 +98,31 @@ def test_metrix_gradcheck():
         (e.requires_grad_(),), eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("loss", [P.metrix_contrastive_loss,
+                                  # β = 400: e^{β(S − b)} far beyond float32's range
+                                  partial(P.metrix_multi_similarity_loss, beta=400.0)])
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("scale", [1e-6, 1e6])
-def test_metrix_extreme_scales_stay_finite(scale):
+def test_metrix_extreme_scales_stay_finite(scale, lam, loss):
     e, y = batch(n_classes=3, per_class=3, seed=2)
     e = (e * scale).float().requires_grad_()
-    out = P.metrix_contrastive_loss(e, y, lam=0.5)
+    out = loss(e, y, lam=lam)
     out.backward()
     assert torch.isfinite(out) and torch.isfinite(e.grad).all()
 
 
-def test_metrix_module_draws_beta_lambdas_reproducibly():
+@pytest.mark.parametrize("module, loss", [(P.MetrixContrastiveLoss, P.metrix_contrastive_loss),
+                                          (P.MetrixMultiSimilarityLoss, P.metrix_multi_similarity_loss)])
+def test_metrix_module_draws_beta_lambdas_reproducibly(module, loss):
     e, y = batch(n_classes=3, per_class=3, seed=4)
-    a, b = P.MetrixContrastiveLoss(seed=3), P.MetrixContrastiveLoss(seed=3)
+    a, b = module(seed=3), module(seed=3)
     values = [(float(a(e, y)), a.last_lam) for _ in range(3)]
     assert values == [(float(b(e, y)), b.last_lam) for _ in range(3)]
     lams = [v[1] for v in values]
     assert len(set(lams)) == 3 and all(0 < v < 1 for v in lams)
-    assert values[0][0] == pytest.approx(float(P.metrix_contrastive_loss(e, y, lam=lams[0])))
+    assert values[0][0] == pytest.approx(float(loss(e, y, lam=lams[0])))
+    rng = np.random.default_rng(3)
+    assert lams == [float(rng.beta(2.0, 2.0)) for _ in range(3)]  # Beta(α, α) with the default α = 2
 
 
 def test_metrix_errors_name_the_fix():
@@ -129,6 +139,116 @@ def test_metrix_errors_name_the_fix():
         P.metrix_contrastive_loss(e, y, lam=0.5, positives="hardest")
     with pytest.raises(TypeError, match="int64"):
         P.metrix_contrastive_loss(e, y.float(), lam=0.5)
+
+
+# --- Metrix on the multi-similarity loss -------------------------------------------------------------------
+
+
+def cos(a, b):
+    return float(unit(a) @ unit(b))
+
+
+def ref_metrix_ms(e, y, lam, a=2.0, b=40.0, base=0.5, eps=None, w=0.4, positives="first"):
+    """Loop: clean MS (every pair, or the ε-mined ones) + w × the label-weighted MS sums over the mixed vectors."""
+    out = []
+    for i in range(len(y)):
+        pos = [p for p in range(len(y)) if p != i and y[p] == y[i]]
+        neg = [n for n in range(len(y)) if y[n] != y[i]]
+        kept_pos, kept_neg = pos, neg
+        if eps is not None and pos and neg:
+            max_n, min_p = max(cos(e[i], e[n]) for n in neg), min(cos(e[i], e[p]) for p in pos)
+            kept_pos = [p for p in pos if cos(e[i], e[p]) - eps < max_n]
+            kept_neg = [n for n in neg if cos(e[i], e[n]) + eps > min_p]
+        elif eps is not None:
+            kept_pos, kept_neg = [], []
+        clean = (np.log1p(sum(np.exp(-a * (cos(e[i], e[p]) - base)) for p in kept_pos)) / a
+                 + np.log1p(sum(np.exp(b * (cos(e[i], e[n]) - base)) for n in kept_neg)) / b)
+        mixed = [lam * e[p] + (1 - lam) * e[n] for p in (pos[:1] if positives == "first" else pos) for n in neg]
+        mix = (np.log1p(lam * sum(np.exp(-a * (cos(e[i], z) - base)) for z in mixed)) / a
+               + np.log1p((1 - lam) * sum(np.exp(b * (cos(e[i], z) - base)) for z in mixed)) / b)
+        out.append(clean + w * mix)
+    return torch.tensor(out, dtype=F64)
+
+
+@pytest.mark.parametrize("positives", ["first", "all"])
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.77, 1.0])
+@pytest.mark.parametrize("eps", [None, 0.1])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_metrix_ms_matches_the_loop(lam, eps, seed, positives):
+    e, y = batch(n_classes=3, per_class=3, seed=seed)
+    y[0] = 2 if int(y[0]) != 2 else 1  # unbalanced classes
+    got = P.metrix_multi_similarity_loss(e, y, lam=lam, alpha=3.0, beta=7.0, base=0.2, epsilon=eps, weight=0.7,
+                                         positives=positives, reduction="none")
+    torch.testing.assert_close(got, ref_metrix_ms(e, y, lam, a=3.0, b=7.0, base=0.2, eps=eps, w=0.7,
+                                                  positives=positives))
+
+
+def test_metrix_ms_special_cases_reduce_to_the_clean_loss():
+    e, y = batch(n_classes=4, per_class=3, seed=3)
+    for eps in (None, 0.1):
+        clean = P.multi_similarity_loss(e, y, epsilon=eps, reduction="none")
+        torch.testing.assert_close(P.metrix_multi_similarity_loss(e, y, lam=0.4, epsilon=eps, weight=0.0,
+                                                                  reduction="none"), clean)
+    torch.testing.assert_close(P.metrix_multi_similarity_loss(e, y, lam=0.6, epsilon=None, weight=0.0),
+                               P.multi_similarity_loss(e, y, epsilon=None))
+    pos, neg = P.pair_masks(y)
+    s = P.pairwise_similarity(e)
+    clean = P.multi_similarity_loss(e, y, epsilon=None, reduction="none")
+    # λ = 1 with every positive mixed: each positive appears once per negative (|N| = 9), only the positive sum acts,
+    # i.e. MS's positive term with its sum scaled by |N|; λ = 0: the negative term with its sum scaled by |P| = 2
+    pos_sum = (torch.exp(-2.0 * (s - 0.5)) * pos).sum(1)
+    neg_sum = (torch.exp(40.0 * (s - 0.5)) * neg).sum(1)
+    torch.testing.assert_close(P.metrix_multi_similarity_loss(e, y, lam=1.0, epsilon=None, weight=1.0, positives="all",
+                                                              reduction="none"), clean + torch.log1p(9 * pos_sum) / 2.0)
+    torch.testing.assert_close(P.metrix_multi_similarity_loss(e, y, lam=0.0, epsilon=None, weight=1.0, positives="all",
+                                                              reduction="none"), clean + torch.log1p(2 * neg_sum) / 40.0)
+    # λ = 0 with the first positive only: each negative once, the clean negative term exactly
+    torch.testing.assert_close(P.metrix_multi_similarity_loss(e, y, lam=0.0, epsilon=None, weight=1.0, reduction="none"),
+                               clean + torch.log1p(neg_sum) / 40.0)
+    assert float(P.metrix_multi_similarity_loss(e, y, lam=0.5, reduction="sum")) == pytest.approx(
+        float(P.metrix_multi_similarity_loss(e, y, lam=0.5, reduction="none").sum()))
+
+
+def test_metrix_ms_anchor_without_negatives_or_mixed_pairs():
+    e = torch.randn(5, 3, dtype=F64, generator=torch.Generator().manual_seed(9))
+    y = torch.tensor([0, 0, 0, 0, 1])  # anchor 4 has no positive: no mixed pair, only clean negatives
+    got = P.metrix_multi_similarity_loss(e, y, lam=0.3, epsilon=None, reduction="none")
+    torch.testing.assert_close(got, ref_metrix_ms(e, y, 0.3))
+    single = P.metrix_multi_similarity_loss(e[:4], y[:4], lam=0.3)  # one class: no pair at all
+    assert float(single) == 0.0
+
+
+def test_metrix_ms_gradcheck():
+    e, y = batch(n_classes=3, per_class=3, seed=7)
+    assert torch.autograd.gradcheck(
+        lambda x: P.metrix_multi_similarity_loss(x, y, lam=0.37, alpha=2.0, beta=5.0, epsilon=None, reduction="none"),
+        (e.requires_grad_(),), eps=1e-6, atol=1e-5)
+
+
+def test_metrix_ms_errors_name_the_fix():
+    e, y = batch()
+    with pytest.raises(ValueError, match="lam"):
+        P.metrix_multi_similarity_loss(e, y, lam=-0.1)
+    with pytest.raises(TypeError, match="lam"):
+        P.metrix_multi_similarity_loss(e, y, lam=None)
+    with pytest.raises(ValueError, match="weight"):
+        P.metrix_multi_similarity_loss(e, y, lam=0.5, weight=-1.0)
+    with pytest.raises(ValueError, match="beta"):
+        P.metrix_multi_similarity_loss(e, y, lam=0.5, beta=0.0)
+    with pytest.raises(ValueError, match="base"):
+        P.metrix_multi_similarity_loss(e, y, lam=0.5, base=2.0)
+    with pytest.raises(ValueError, match="positives"):
+        P.metrix_multi_similarity_loss(e, y, lam=0.5, positives="hardest")
+    with pytest.raises(ValueError, match="reduction"):
+        P.metrix_multi_similarity_loss(e, y, lam=0.5, reduction="max")
+    with pytest.raises(TypeError, match="int64"):
+        P.metrix_multi_similarity_loss(e, y.float(), lam=0.5)
+    with pytest.raises(ValueError, match="mix_alpha"):
+        P.MetrixMultiSimilarityLoss(mix_alpha=0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        P.MetrixMultiSimilarityLoss(alpha=-1.0)
+    with pytest.raises(ValueError, match="positives"):
+        P.MetrixMultiSimilarityLoss(positives="hardest")
 
 
 # --- nearest prototype and episodes ------------------------------------------------------------------------

@@ -10,7 +10,8 @@ Speaker losses (N speakers × M utterances): :func:`ge2e_loss`, :func:`te2e_loss
 :func:`proxy_nca_loss`, :func:`mean_field_contrastive_loss` and their Modules. I-Con:
 :func:`icon_loss` with :func:`supervised_neighbours`, :func:`cosine_neighbour_logits`,
 :func:`gaussian_neighbours`, :func:`gaussian_neighbour_logits`. Metrix (mixup for metric learning):
-:func:`metrix_contrastive_loss`, :class:`MetrixContrastiveLoss`, :func:`mix_positive_negative`. Few-shot
+:func:`metrix_contrastive_loss`, :class:`MetrixContrastiveLoss`, :func:`metrix_multi_similarity_loss`,
+:class:`MetrixMultiSimilarityLoss`, :func:`mix_positive_negative`. Few-shot
 episodes: :func:`nearest_prototype`. SCoRe's submodular losses: :func:`score_fl_loss`, :func:`score_gc_loss`
 (with :func:`score_kernel`).
 """
