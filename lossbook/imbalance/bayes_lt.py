@@ -32,13 +32,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_number, describe
 from ..margin.transforms import cosine_logits
 from ..registry import register_method
-from .long_tail import _counts, ldam_loss, ldam_margins
+from .long_tail import _counts, ldam_logits, ldam_loss, ldam_margins
 
 __all__ = ["CosineHead", "bayes_lt_loss", "ensemble_log_variance", "tail_sensitive_utility"]
 
@@ -122,13 +121,15 @@ def bayes_lt_loss(member_cosines: Tensor | Sequence[Tensor], target: Tensor, *, 
     if utility is not None and (not isinstance(utility, Tensor) or utility.shape != (c, c)):
         raise ValueError(f"{name}: utility must be a (C, C) = ({c}, {c}) tensor, U[c, k] the utility of deciding k "
                          f"for class c; got {describe(utility)}.")
+    with_gain = utility is not None and reweight
+    if with_gain:
+        delta = ldam_margins(counts, max_margin).to(device=dev, dtype=dt)
+        gain_weights = w * utility.to(device=dev, dtype=dt)[target]
     total = member_cosines.new_zeros(())
     for z in member_cosines:
         term = ldam_loss(z, target, class_counts=counts, max_margin=max_margin, scale=scale, weight=w)
-        if utility is not None and reweight:
-            delta = ldam_margins(counts, max_margin).to(device=dev, dtype=dt)
-            margined = scale * (z - F.one_hot(target, c).to(dt) * delta[target].unsqueeze(1))
-            gain = (w * utility.to(device=dev, dtype=dt)[target] * torch.log_softmax(margined, 1)).sum()
+        if with_gain:
+            gain = (gain_weights * torch.log_softmax(ldam_logits(z, target, delta, scale), 1)).sum()
             term = term - gain / (len(target) * alpha)
         total = total + term
     total = total / m

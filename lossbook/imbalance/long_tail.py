@@ -258,6 +258,13 @@ def ldam_margins(class_counts, max_margin: float = 0.5) -> Tensor:
     return m * (max_margin / m.max())
 
 
+def ldam_logits(z: Tensor, y: Tensor, delta: Tensor, scale: float) -> Tensor:
+    """LDAM's logits s·(z − Δ_y e_y): the target logit of each row lowered by its class's margin
+    ``delta`` (C,), then scaled by ``scale``."""
+    onehot = torch.zeros_like(z).scatter(1, y.unsqueeze(1), 1.0)
+    return scale * (z - onehot * delta[y].unsqueeze(1))
+
+
 @register_method(kind="stateful loss", family="imbalance", paper="cao2019ldam")
 def ldam_loss(input: Tensor, target: Tensor, *, class_counts: Tensor | Sequence[float] | None = None,
               max_margin: float = 0.5, scale: float = 30.0, **options: Unpack[ClassOptions]) -> Tensor:
@@ -277,8 +284,7 @@ def ldam_loss(input: Tensor, target: Tensor, *, class_counts: Tensor | Sequence[
                 raise ValueError(f"ldam_loss: class_counts has {counts.numel()} entries but the logits have "
                                  f"{z.shape[1]} classes; pass one count per class.")
             delta = ldam_margins(counts, max_margin).to(device=z.device, dtype=z.dtype)
-        onehot = torch.zeros_like(z).scatter(1, y.unsqueeze(1), 1.0)
-        return _ce_terms(scale * (z - onehot * delta[y].unsqueeze(1)))
+        return _ce_terms(ldam_logits(z, y, delta, scale))
 
     return class_loss("ldam_loss", input, target, per_class=per_class, **options)
 

@@ -103,6 +103,14 @@ def check_batch(name: str, embeddings, labels, reduction: str) -> None:
                          "Use labels.to(embeddings.device).")
 
 
+def class_centroids(embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The batch's classes: their labels (K,) in ascending order, each row's one-hot membership (N, K)
+    (in the embeddings' dtype) and the class means (K, d) of ``embeddings``."""
+    classes, inverse = torch.unique(labels, return_inverse=True)
+    onehot = F.one_hot(inverse, len(classes)).to(embeddings.dtype)
+    return classes, onehot, (onehot.T @ embeddings) / onehot.sum(0)[:, None]
+
+
 def masked_logsumexp(x: Tensor, mask: Tensor, *, add_one: bool = False) -> Tensor:
     """log Σ_{j: mask[i, j]} e^{x[i, j]} per row (log(1 + Σ …) with ``add_one``); an empty row gives
     −inf (0 with ``add_one``), with zero gradient, never NaN."""

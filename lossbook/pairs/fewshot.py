@@ -7,12 +7,12 @@ Episodes are drawn by :func:`lossbook.lab.data.few_shot_episodes`.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .._validation import check_embeddings, check_labels
 from ..registry import register_method
+from .distances import class_centroids
 
 __all__ = ["nearest_prototype"]
 
@@ -30,11 +30,9 @@ def nearest_prototype(support: Tensor, support_labels: Tensor, queries: Tensor, 
         raise TypeError(f"{name}: normalize must be True or False; got {type(normalize).__name__}.")
     if len(support) == 0:
         raise ValueError(f"{name}: needs at least one support embedding.")
-    classes, inverse = torch.unique(support_labels, return_inverse=True)
     if normalize:
         support, queries = F.normalize(support, dim=1), F.normalize(queries, dim=1)
-    onehot = F.one_hot(inverse, len(classes)).to(support.dtype)
-    protos = (onehot.T @ support) / onehot.sum(0)[:, None]
+    classes, _, protos = class_centroids(support, support_labels)
     if normalize:
         score = queries @ F.normalize(protos, dim=1).T
     else:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .._validation import check_number, check_reduction, reduce_loss
 from ..registry import register_method
-from .distances import check_batch
+from .distances import check_batch, class_centroids
 
 __all__ = [
     "group_by_label",
@@ -204,11 +204,9 @@ def proto_triplet_loss(embeddings: Tensor, labels: Tensor, *, margin: float = 1.
         raise TypeError(f"{name}: normalize must be True or False; got {type(normalize).__name__}.")
     if normalize:
         embeddings = F.normalize(embeddings, dim=1)
-    uniq, inverse = torch.unique(labels, return_inverse=True)
+    uniq, onehot, centroids = class_centroids(embeddings, labels)
     if len(uniq) < 2:
         raise ValueError(f"{name}: needs at least two classes in the batch; got {len(uniq)}.")
-    onehot = F.one_hot(inverse, len(uniq)).to(embeddings.dtype)
-    centroids = (onehot.T @ embeddings) / onehot.sum(0)[:, None]
     if normalize:
         centroids = F.normalize(centroids, dim=1)
     d = (embeddings[:, None, :] - centroids[None, :, :]).square().sum(2)  # (N, K)
